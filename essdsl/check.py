@@ -1,0 +1,208 @@
+"""Static checks on a resolved cell graph: every problem found in one run.
+
+``check_space`` runs parse -> graph -> checks and returns a :class:`Report`;
+``load_graph`` does the same and raises :class:`CheckError` on any error, which
+is what every later stage (stats, compile, search) calls first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import networkx as nx
+
+from . import ir
+from .errors import CheckError, Diagnostic, ParseError, Report, error, has_errors, warning
+from .graph import CellGraph, ECombine, MixedSpec, RExpr, Stream, UpdateSpec, build_graph
+
+ZERO = "zero"
+PARAMETER_FREE = {"identity"}
+
+
+def check_graph(graph: CellGraph) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    dag = graph.dag
+
+    def span_of(key):
+        return dag.nodes[key].get("span") if key in dag else None
+
+    # Cycles within one time step (edges from [t-k] states cannot form one).
+    if not nx.is_directed_acyclic_graph(dag):
+        reported = set()
+        for cycle in nx.simple_cycles(dag):
+            keyset = frozenset(cycle)
+            if keyset in reported:
+                continue
+            reported.add(keyset)
+            ring = " -> ".join(cycle + [cycle[0]])
+            first = min(cycle, key=lambda k: (span_of(k).line if span_of(k) else 10**9))
+            diags.append(
+                error(
+                    f"cycle within one time step: {ring} (a node may read earlier time steps only through a state's [t-k] value)",
+                    span_of(first),
+                    "cycle",
+                )
+            )
+            if len(reported) >= 10:
+                break
+        return diags
+
+    # Nodes that cannot reach any state update (their value would be lost).
+    updates = [k for k in dag if isinstance(dag.nodes[k]["spec"], UpdateSpec)]
+    reach_output: set = set(updates)
+    for u in updates:
+        reach_output |= nx.ancestors(dag, u)
+    for key in graph.computed():
+        if key not in reach_output:
+            diags.append(
+                error(f"node '{key}' does not reach any state update, so its value is never used", span_of(key), "unreachable")
+            )
+
+    for key in graph.computed():
+        spec = dag.nodes[key]["spec"]
+        if isinstance(spec, MixedSpec):
+            diags.extend(_check_mixed(graph, spec, span_of(key)))
+        else:
+            _check_expr(spec.expr, key, span_of(key), diags)
+
+    if graph.kind == "genotype":
+        for spec in graph.mixed_nodes():
+            if spec.has_op_choice or spec.has_combine_choice:
+                what = []
+                if len(spec.edges) > spec.keep:
+                    what.append(f"{len(spec.edges)} candidate sources for keep {spec.keep}")
+                multi = [e.label for e in spec.edges if len(e.ops) > 1]
+                if multi:
+                    what.append(f"several ops on {', '.join(multi)}")
+                if spec.has_combine_choice:
+                    what.append(f"combiners {{{', '.join(spec.combine)}}}")
+                diags.append(
+                    error(
+                        f"a genotype has no choices, but '{spec.name}' still has {'; '.join(what)}",
+                        span_of(spec.name),
+                        "genotype-choice",
+                    )
+                )
+    return diags
+
+
+def _check_mixed(graph: CellGraph, spec: MixedSpec, span) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    if not spec.edges:
+        diags.append(error(f"mixed node '{spec.name}' has no candidate sources", span, "empty-candidates"))
+        return diags
+    for edge in spec.edges:
+        if not edge.ops:
+            diags.append(error(f"candidate '{edge.label}' of '{spec.name}' has no ops", span, "empty-candidates"))
+        elif all(op == ZERO for op in edge.ops):
+            diags.append(
+                error(f"candidate '{edge.label}' of '{spec.name}' can only be 'zero', so it can never be kept", span, "empty-candidates")
+            )
+    if spec.keep > len(spec.edges):
+        diags.append(
+            error(
+                f"'{spec.name}' keeps {spec.keep} inputs but has only {len(spec.edges)} candidate source"
+                f"{'s' if len(spec.edges) != 1 else ''}",
+                span,
+                "keep-too-large",
+            )
+        )
+    if "product" in spec.combine and spec.keep < 2:
+        diags.append(
+            error(
+                f"'{spec.name}' can combine by Hadamard product but keeps {spec.keep} input; a product needs at least two (keep 2)",
+                span,
+                "product-operands",
+            )
+        )
+    if spec.transform == "project" and any(len(e.sources) > 1 for e in spec.edges):
+        pass  # a pair's product is projected like a single source
+    if spec.has_op_choice:
+        all_ops = set(spec.op_names)
+        if ZERO not in all_ops and all_ops & PARAMETER_FREE and len(all_ops) > 1:
+            diags.append(
+                warning(
+                    f"'{spec.name}' offers parameter-free op(s) {', '.join(sorted(all_ops & PARAMETER_FREE))} "
+                    "with no 'zero' op to compete; DARTS tends to collapse onto such ops",
+                    span,
+                    "collapse-risk",
+                )
+            )
+        if spec.select == "edge_softmax" and all(len(e.ops) == 1 for e in spec.edges) and len(spec.edges) > 1:
+            diags.append(
+                warning(
+                    f"'{spec.name}' uses edge_softmax but every edge has one op, so all edges weigh the same; "
+                    "use 'select node_softmax' to let edges compete",
+                    span,
+                    "flat-softmax",
+                )
+            )
+    if spec.norm == "batchnorm" and graph.kind == "genotype":
+        pass  # norm is a search-time setting; harmless in a genotype
+    return diags
+
+
+def _check_expr(e: RExpr, key: str, span, diags: list[Diagnostic]) -> None:
+    if isinstance(e, ECombine):
+        if e.combiner == "product" and len(e.terms) < 2:
+            diags.append(error(f"a Hadamard product in '{key}' needs at least two operands", span, "product-operands"))
+        for t in e.terms:
+            _check_expr(t, key, span, diags)
+    else:
+        for child in getattr(e, "inputs", ()) or ():
+            _check_expr(child, key, span, diags)
+        if hasattr(e, "arg"):
+            _check_expr(e.arg, key, span, diags)
+
+
+def check_space(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], list[Diagnostic]]:
+    graph, diags = build_graph(space, sizes)
+    if graph is not None:
+        diags = diags + check_graph(graph)
+    return graph, diags
+
+
+def check_text(text: Union[str, bytes], path: str = "<space>", sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], Report]:
+    from .parse import parse_space
+
+    source = text if isinstance(text, str) else None
+    try:
+        space = parse_space(text, path)
+    except ParseError as exc:
+        return None, Report(path, exc.source if exc.source is not None else source, list(exc.diagnostics))
+    if source is None:
+        source = text.decode("utf-8")
+    graph, diags = check_space(space, sizes)
+    return graph, Report(path, source, diags)
+
+
+def check_file(path: Union[str, Path], sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], Report]:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return None, Report(str(path), None, [Diagnostic("error", "no such file", code="io")])
+    except IsADirectoryError:
+        return None, Report(str(path), None, [Diagnostic("error", "is a directory, not a .space file", code="io")])
+    except OSError as exc:
+        return None, Report(str(path), None, [Diagnostic("error", f"cannot read: {exc.strerror}", code="io")])
+    return check_text(data, str(path), sizes)
+
+
+def load_graph(path: Union[str, Path], sizes: Optional[dict] = None) -> CellGraph:
+    """Parse and check a file; return its graph or raise CheckError with every diagnostic."""
+    graph, report = check_file(path, sizes)
+    if not report.ok or graph is None:
+        raise CheckError(report.diagnostics, report.path, report.source)
+    return graph
+
+
+def load_graph_text(text: str, path: str = "<space>", sizes: Optional[dict] = None) -> CellGraph:
+    graph, report = check_text(text, path, sizes)
+    if not report.ok or graph is None:
+        raise CheckError(report.diagnostics, report.path, report.source)
+    return graph
+
+
+__all__ = ["check_graph", "check_space", "check_text", "check_file", "load_graph", "load_graph_text", "has_errors", "Stream"]

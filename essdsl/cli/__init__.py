@@ -1,0 +1,61 @@
+"""The ``essdsl`` command line.
+
+Each group of commands lives in its own module and registers itself on ``app``:
+``lang`` (check, fmt, show, stats, diff — no torch import), ``model``
+(compile, bench) and ``run`` (search, derive, train, eval, compare, plot).
+Modules that need torch import it inside the command, so ``essdsl check``
+starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="essdsl",
+    help="Neural architecture search spaces as text: check, format, diff, compile and search .space files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"essdsl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+) -> None:
+    """essdsl: write a neural architecture search space as text, then check, compile and search it."""
+
+
+from . import lang  # noqa: E402,F401  (registers commands)
+
+try:  # command groups added by later modules
+    from . import model  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only while a module is absent
+    if "essdsl.cli.model" not in str(exc) and "cannot import name 'model'" not in str(exc):
+        raise
+try:
+    from . import run  # noqa: F401
+except ImportError as exc:  # pragma: no cover
+    if "essdsl.cli.run" not in str(exc) and "cannot import name 'run'" not in str(exc):
+        raise
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,52 @@
+"""Helpers shared by the CLI modules: printing diagnostics and failing cleanly."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn, Optional
+
+import typer
+
+from ..errors import Diagnostic, Report, SpaceError, sort_key
+
+
+def print_report(report: Report, stream=None) -> None:
+    """Print diagnostics as ``path:line:col: severity: message`` + source line + caret."""
+    stream = stream or sys.stderr
+    for d in sorted(report.diagnostics, key=sort_key):
+        print(d.render(report.path, report.source), file=stream)
+
+
+def summary_line(report: Report) -> str:
+    errors = sum(d.severity == "error" for d in report.diagnostics)
+    warnings = sum(d.severity == "warning" for d in report.diagnostics)
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return ", ".join(parts)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``essdsl: error: message`` to stderr and exit (no traceback)."""
+    print(f"essdsl: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def fail_space(exc: SpaceError) -> NoReturn:
+    print(exc.render(), file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def parse_sizes(ninp: Optional[int], nhid: Optional[int], vocab: Optional[int]) -> dict:
+    sizes = {}
+    for key, value in (("ninp", ninp), ("nhid", nhid), ("vocab", vocab)):
+        if value is not None:
+            if value <= 0:
+                fail(f"--{key} must be a positive integer, got {value}")
+            sizes[key] = value
+    return sizes
+
+
+__all__ = ["print_report", "summary_line", "fail", "fail_space", "parse_sizes", "Diagnostic"]

@@ -1,0 +1,923 @@
+"""IR -> the cell's DAG for one time step, with every name, range and default resolved.
+
+Graph node ids are the states a time step sees:
+
+* ``x[t]``, ``x[t-1]`` … — inputs at the offsets their window allows;
+* ``h[t-1]``, ``h[t-2]`` … — past values of recurrent states (graph sources:
+  edges from them are *recurrent*, they never close a cycle);
+* ``s3`` … — cell nodes; ``h[t]`` — the new value of state ``h``.
+
+Each graph node carries a ``spec`` (:class:`Stream`, :class:`FixedSpec`,
+:class:`MixedSpec` or :class:`UpdateSpec`).  Mixed nodes hold their
+:class:`CandidateEdge` list — the unit of choice for search and derivation.
+``check``, ``stats``, ``show``, ``diff`` and the compiler all read this one
+structure; :func:`parameter_layout` is the single definition of which weight
+tensors a compiled model has.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Union
+
+import networkx as nx
+
+from . import ir
+from .errors import Diagnostic, error
+
+DEFAULT_SIZES = {"ninp": 300, "nhid": 300, "vocab": 10000}
+
+BUILTIN_DEFAULTS = {
+    "transform": "highway",
+    "combine": ("sum",),
+    "select": "edge_softmax",
+    "keep": 1,
+    "norm": "none",
+}
+
+
+# ----------------------------------------------------------------- resolved forms
+@dataclass(frozen=True)
+class ERef:
+    key: str
+
+
+@dataclass(frozen=True)
+class EApply:
+    op: str
+    arg: "RExpr"
+
+
+@dataclass(frozen=True)
+class ECombine:
+    """Sum (with signs), Hadamard product or mean of terms."""
+
+    combiner: str  # "sum" | "product" | "mean"
+    terms: tuple["RExpr", ...]
+    signs: tuple[int, ...] = ()  # for sum: +1 / -1 per term
+
+
+@dataclass(frozen=True)
+class ELinear:
+    """Affine map of the concatenated inputs (``linear``: with bias, ``project``: without)."""
+
+    inputs: tuple["RExpr", ...]
+    bias: bool
+    dim_symbol: Optional[str]  # None: the cell's width
+    param: str = ""
+
+
+@dataclass(frozen=True)
+class EHighway:
+    """[c, g] = [inputs] W;  out = carry + sigmoid(c) * (op(g) - carry)."""
+
+    op: str
+    inputs: tuple["RExpr", ...]
+    carry: "RExpr"
+    param: str = ""
+
+
+RExpr = Union[ERef, EApply, ECombine, ELinear, EHighway]
+
+
+@dataclass(frozen=True)
+class CandidateEdge:
+    """One alternative input of a mixed node: a source (or a Hadamard pair of
+    sources) and the ops it may pass through."""
+
+    sources: tuple[str, ...]
+    ops: tuple[str, ...]
+    line: int = field(default=0, compare=False)
+    column: int = field(default=0, compare=False)
+
+    @property
+    def label(self) -> str:
+        return "*".join(self.sources)
+
+
+@dataclass(frozen=True)
+class Stream:
+    kind: str  # "input" | "past"
+    name: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class FixedSpec:
+    name: str
+    expr: RExpr
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    name: str  # state name
+    expr: RExpr
+
+
+@dataclass(frozen=True)
+class MixedSpec:
+    name: str
+    edges: tuple[CandidateEdge, ...]
+    transform: str
+    combine: tuple[str, ...]
+    select: str
+    keep: int
+    norm: str
+    dim_symbol: Optional[str] = None
+    dim_value: Optional[int] = None
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        """Union of the edges' ops in first-appearance order: the columns of the arch tensor."""
+        seen: dict[str, None] = {}
+        for e in self.edges:
+            for op in e.ops:
+                seen.setdefault(op, None)
+        return tuple(seen)
+
+    @property
+    def has_op_choice(self) -> bool:
+        return len(self.edges) > self.keep or any(len(e.ops) > 1 for e in self.edges)
+
+    @property
+    def has_combine_choice(self) -> bool:
+        return len(self.combine) > 1
+
+
+@dataclass
+class CellGraph:
+    """The resolved cell: a NetworkX DAG plus what surrounds it."""
+
+    name: str
+    kind: str  # "space" | "genotype"
+    dag: nx.DiGraph
+    inputs: dict[str, ir.Window]  # name -> window (offsets <= 0)
+    states: dict[str, ir.Window]
+    dims: dict[str, int]  # stream/state name -> size
+    dim_symbols: dict[str, str]  # stream/state name -> symbol used (or the number as text)
+    output: str  # the state fed to the decoder
+    sizes: dict[str, int]
+    space: ir.Space
+
+    # convenient views ---------------------------------------------------
+    def spec(self, key: str):
+        return self.dag.nodes[key]["spec"]
+
+    def order(self) -> list[str]:
+        """Topological order of the graph (lexicographic among ties, so stable)."""
+        return list(nx.lexicographical_topological_sort(self.dag, key=_natural_key))
+
+    def mixed_nodes(self) -> list[MixedSpec]:
+        return [self.spec(k) for k in self.order() if isinstance(self.spec(k), MixedSpec)]
+
+    def computed(self) -> list[str]:
+        """Keys of nodes computed in a step (fixed, mixed, updates), in topological order."""
+        return [k for k in self.order() if not isinstance(self.spec(k), Stream)]
+
+    def dim(self, key: str) -> int:
+        return self.dag.nodes[key]["dim"]
+
+    @property
+    def width(self) -> int:
+        """Size of the output state (default output size of ``linear``/``project``)."""
+        return self.dims[self.output]
+
+
+def _natural_key(key: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
+
+
+def stream_key(name: str, offset: int) -> str:
+    return f"{name}[t]" if offset == 0 else f"{name}[t{offset:+d}]"
+
+
+def param_safe(key: str) -> str:
+    """A graph key as a Python/parameter-name fragment: ``h[t-1]`` -> ``h_tm1``, ``c[t]`` -> ``c_t``."""
+    return key.replace("[t-", "_tm").replace("[t]", "_t").replace("]", "").replace("*", "_x_")
+
+
+# ----------------------------------------------------------------- building
+class _Resolver:
+    def __init__(self, space: ir.Space, sizes: dict[str, int]):
+        self.space = space
+        self.sizes = sizes
+        self.diags: list[Diagnostic] = []
+        self.inputs: dict[str, ir.Window] = {}
+        self.states: dict[str, ir.Window] = {}
+        self.dims: dict[str, int] = {}
+        self.dim_symbols: dict[str, str] = {}
+        self.node_names: dict[str, ir.Span] = {}
+        self.op_sets: dict[str, ir.OpSet] = {}
+
+    def err(self, message: str, span, code: str):
+        self.diags.append(error(message, span, code))
+
+    # -- sizes
+    def size_of(self, dim: ir.Dim) -> Optional[int]:
+        if dim.value is not None:
+            if dim.value <= 0:
+                self.err("a size must be a positive integer", dim.span, "bad-dim")
+                return None
+            return dim.value
+        if dim.symbol not in self.sizes:
+            known = ", ".join(sorted(k for k in self.sizes if k != "vocab"))
+            self.err(f"unknown size '{dim.symbol}' (known sizes: {known})", dim.span, "bad-dim")
+            return None
+        return self.sizes[dim.symbol]
+
+    # -- references
+    def ref_key(self, ref: ir.Ref) -> Optional[str]:
+        name = ref.name
+        if name in self.inputs or name in self.states:
+            stream = self.inputs.get(name) or self.states.get(name)
+            is_input = name in self.inputs
+            if not ref.timed:
+                if is_input:
+                    return self._timed_key(name, 0, stream, ref.span, is_input)
+                self.err(
+                    f"state '{name}' needs a time: write {name}[t-1] for its previous value or {name}[t] for its new one",
+                    ref.span,
+                    "needs-time",
+                )
+                return None
+            return self._timed_key(name, ref.offset, stream, ref.span, is_input)
+        if name in self.node_names:
+            if ref.timed:
+                self.err(
+                    f"'{name}' is a node; only inputs and states have values at other times",
+                    ref.span,
+                    "timed-node",
+                )
+                return None
+            return name
+        self.err(f"undefined name '{name}'", ref.span, "undefined-name")
+        return None
+
+    def _timed_key(self, name, offset, window: ir.Window, span, is_input) -> Optional[str]:
+        if not is_input and offset == 0:
+            return stream_key(name, 0)  # the state's new value, h[t]
+        if offset < window.earliest or offset > window.latest:
+            self.err(
+                f"{stream_key(name, offset)} is outside the declared window of '{name}' "
+                f"({_window_text(name, window)})",
+                span,
+                "outside-window",
+            )
+            return None
+        return stream_key(name, offset)
+
+    def expand(self, item: Union[ir.Ref, ir.Range]) -> list[str]:
+        if isinstance(item, ir.Ref):
+            key = self.ref_key(item)
+            return [key] if key else []
+        if item.timed:
+            lo, hi = sorted((item.first_offset, item.last_offset))
+            step = -1 if item.first_offset > item.last_offset else 1
+            offsets = list(range(item.first_offset, item.last_offset + step, step))
+            keys = []
+            for off in offsets:
+                key = self.ref_key(ir.Ref(name=item.first, offset=off, timed=True, span=item.span))
+                if key:
+                    keys.append(key)
+            return keys
+        m1 = re.fullmatch(r"(.*?)(\d+)", item.first)
+        m2 = re.fullmatch(r"(.*?)(\d+)", item.last)
+        if not m1 or not m2 or m1.group(1) != m2.group(1):
+            self.err(
+                f"a range '{item.first}..{item.last}' needs two names that differ only in a trailing number",
+                item.span,
+                "bad-range",
+            )
+            return []
+        a, b = int(m1.group(2)), int(m2.group(2))
+        if a > b:
+            self.err(f"empty range '{item.first}..{item.last}': the first number is larger", item.span, "bad-range")
+            return []
+        keys = []
+        for i in range(a, b + 1):
+            key = self.ref_key(ir.Ref(name=f"{m1.group(1)}{i}", span=item.span))
+            if key:
+                keys.append(key)
+        return keys
+
+    # -- ops
+    def op_list(self, op_ref: ir.OpRef) -> list[str]:
+        if op_ref.set_name is not None:
+            op_set = self.op_sets.get(op_ref.set_name)
+            if op_set is None:
+                if op_ref.set_name in ir.ACTIVATIONS:
+                    self.err(
+                        f"'{op_ref.set_name}' is an op, not an op set: write {{{op_ref.set_name}}}",
+                        op_ref.span,
+                        "undefined-op-set",
+                    )
+                else:
+                    self.err(f"undefined op set '{op_ref.set_name}'", op_ref.span, "undefined-op-set")
+                return []
+            return list(op_set.ops)
+        self.check_ops(op_ref.ops, op_ref.op_spans or [op_ref.span] * len(op_ref.ops))
+        return list(op_ref.ops)
+
+    def check_ops(self, ops: list[str], spans: list[ir.Span]) -> None:
+        seen = set()
+        for op, span in zip(ops, spans):
+            if op not in ir.ACTIVATIONS or op == "neg":
+                known = ", ".join(o for o in ir.ACTIVATIONS if o != "neg")
+                self.err(f"unknown op '{op}' (known ops: {known})", span, "unknown-op")
+            if op in seen:
+                self.err(f"op '{op}' listed twice", span, "duplicate-op")
+            seen.add(op)
+
+    # -- expressions
+    def expr(self, e, owner: str, counter: list[int]) -> Optional[RExpr]:
+        if isinstance(e, ir.Ref):
+            key = self.ref_key(e)
+            return ERef(key) if key else None
+        if isinstance(e, ir.Range):
+            self.err("a range stands only inside mean(...), linear(...), project(...) or highway(...)", e.span, "bad-range")
+            return None
+        if isinstance(e, ir.BinaryOp):
+            left = self.expr(e.left, owner, counter)
+            right = self.expr(e.right, owner, counter)
+            if left is None or right is None:
+                return None
+            if e.operator == "*":
+                terms = _flatten(left, "product") + _flatten(right, "product")
+                return ECombine("product", tuple(terms))
+            lt, ls = _flatten_sum(left)
+            rt, rs = _flatten_sum(right)
+            sign = 1 if e.operator == "+" else -1
+            return ECombine("sum", tuple(lt + rt), tuple(ls + [s * sign for s in rs]))
+        if isinstance(e, ir.Call):
+            return self.call(e, owner, counter)
+        raise AssertionError(e)  # pragma: no cover
+
+    def call(self, c: ir.Call, owner: str, counter: list[int]) -> Optional[RExpr]:
+        fn = c.function
+
+        def args_expanded(args):
+            out = []
+            for a in args:
+                if isinstance(a, ir.Range):
+                    out.extend(ERef(k) for k in self.expand(a))
+                else:
+                    r = self.expr(a, owner, counter)
+                    if r is not None:
+                        out.append(r)
+            return out
+
+        allowed_keywords = {"highway": {"carry"}, "linear": {"dim"}, "project": {"dim"}}.get(fn, set())
+        for key, value in c.keywords.items():
+            if key not in allowed_keywords:
+                what = f"'{fn}' takes no keyword '{key}'"
+                if allowed_keywords:
+                    what += f" (it takes: {', '.join(sorted(allowed_keywords))})"
+                self.err(what, value.span, "bad-argument")
+        if fn in ir.ACTIVATIONS:
+            if fn == "zero":
+                self.err("'zero' is only meaningful as a candidate op of a mixed node", c.function_span, "bad-argument")
+            if len(c.args) != 1 or isinstance(c.args[0], ir.Range):
+                self.err(f"'{fn}' takes exactly one argument", c.span, "bad-argument")
+                return None
+            arg = self.expr(c.args[0], owner, counter)
+            return EApply(fn, arg) if arg is not None else None
+        if fn == "mean":
+            terms = args_expanded(c.args)
+            if not terms:
+                self.err("mean(...) needs at least one argument", c.span, "bad-argument")
+                return None
+            return ECombine("mean", tuple(terms))
+        if fn in ("linear", "project"):
+            inputs = args_expanded(c.args)
+            if not inputs:
+                self.err(f"{fn}(...) needs at least one input", c.span, "bad-argument")
+                return None
+            dim_symbol = None
+            if "dim" in c.keywords:
+                d = c.keywords["dim"]
+                if not isinstance(d, ir.Ref) or d.timed or d.name not in self.sizes:
+                    self.err(f"dim= takes a size name ({', '.join(k for k in self.sizes if k != 'vocab')})", d.span, "bad-dim")
+                else:
+                    dim_symbol = d.name
+            counter[0] += 1
+            return ELinear(tuple(inputs), fn == "linear", dim_symbol, f"{param_safe(owner)}_w{counter[0] - 1}")
+        if fn == "highway":
+            if len(c.args) < 2 or not isinstance(c.args[0], ir.Ref) or c.args[0].timed:
+                self.err("highway(OP, INPUT…, carry = STATE) needs an op name and at least one input", c.span, "bad-argument")
+                return None
+            op = c.args[0].name
+            if op not in ir.ACTIVATIONS or op in ("zero", "neg"):
+                self.err(f"unknown op '{op}' for highway", c.args[0].span, "unknown-op")
+                return None
+            inputs = args_expanded(c.args[1:])
+            if "carry" in c.keywords:
+                carry = self.expr(c.keywords["carry"], owner, counter)
+            elif len(inputs) == 1:
+                carry = inputs[0]
+            else:
+                self.err("highway with several inputs needs 'carry = STATE' (what the gate interpolates from)", c.span, "bad-argument")
+                return None
+            if carry is None or not inputs:
+                return None
+            counter[0] += 1
+            return EHighway(op, tuple(inputs), carry, f"{param_safe(owner)}_w{counter[0] - 1}")
+        known = ", ".join(list(ir.FUNCTIONS) + [a for a in ir.ACTIVATIONS if a not in ("zero", "neg")])
+        self.err(f"unknown function '{fn}' (known: {known})", c.function_span, "unknown-op")
+        return None
+
+    # -- mixed nodes
+    def mixed(self, node: ir.MixedNode, defaults: dict) -> Optional[MixedSpec]:
+        attrs = dict(defaults)
+        attr_spans = {}
+        for a in node.attributes:
+            if a.name in attr_spans:
+                self.err(f"attribute '{a.name}' given twice", a.span, "duplicate-attribute")
+            attr_spans[a.name] = a.span
+            value = self.attribute(a)
+            if value is not None:
+                attrs[a.name] = value
+        edges: list[CandidateEdge] = []
+        seen: dict[tuple, ir.Span] = {}
+        for clause in node.clauses:
+            ops = self.op_list(clause.ops)
+            for src in clause.sources:
+                for sources in self.sources(src):
+                    key = tuple(sources)
+                    if key in seen:
+                        self.err(
+                            f"candidate source '{'*'.join(key)}' of '{node.name}' is listed twice",
+                            src.span,
+                            "duplicate-candidate",
+                        )
+                        continue
+                    seen[key] = src.span
+                    edges.append(CandidateEdge(key, tuple(ops), src.span.line, src.span.column))
+        dim_symbol, dim_value = None, None
+        if "dim" in attrs:
+            d = attrs["dim"]
+            if isinstance(d, int):
+                dim_value = d
+            else:
+                dim_symbol = d
+        return MixedSpec(
+            name=node.name,
+            edges=tuple(edges),
+            transform=attrs["transform"],
+            combine=tuple(attrs["combine"]),
+            select=attrs["select"],
+            keep=attrs["keep"],
+            norm=attrs["norm"],
+            dim_symbol=dim_symbol,
+            dim_value=dim_value,
+        )
+
+    def sources(self, src) -> list[list[str]]:
+        if isinstance(src, (ir.Ref, ir.Range)):
+            return [[k] for k in self.expand(src)]
+        if isinstance(src, ir.Pair):
+            a, b = self.ref_key(src.left), self.ref_key(src.right)
+            if not a or not b:
+                return []
+            if a == b:
+                self.err("a Hadamard pair needs two different states", src.span, "bad-pair")
+                return []
+            return [[a, b]]
+        if isinstance(src, ir.Pairs):
+            keys: list[str] = []
+            for item in src.items:
+                if isinstance(item, (ir.Ref, ir.Range)):
+                    keys.extend(self.expand(item))
+                else:
+                    self.err("pairs(...) takes states and ranges", item.span, "bad-pair")
+            keys = list(dict.fromkeys(keys))
+            if len(keys) < 2:
+                self.err("pairs(...) needs at least two states to form a Hadamard product", src.span, "bad-pair")
+                return []
+            return [[keys[i], keys[j]] for i in range(len(keys)) for j in range(i + 1, len(keys))]
+        raise AssertionError(src)  # pragma: no cover
+
+    def attribute(self, a: ir.Attribute):
+        allowed = {
+            "transform": ir.TRANSFORMS,
+            "select": ir.SELECTIONS,
+            "norm": ir.NORMS,
+        }
+        if a.name in allowed:
+            if a.value not in allowed[a.name]:
+                self.err(
+                    f"unknown {a.name} '{a.value}' (one of: {', '.join(allowed[a.name])})", a.value_span, f"bad-{a.name}"
+                )
+                return None
+            return a.value
+        if a.name == "combine":
+            values = [a.value] if isinstance(a.value, str) else list(a.value)
+            bad = [v for v in values if v not in ir.COMBINERS]
+            if bad:
+                self.err(f"unknown combiner '{bad[0]}' (one of: {', '.join(ir.COMBINERS)})", a.value_span, "bad-combine")
+                return None
+            if len(set(values)) != len(values):
+                self.err("a combiner is listed twice", a.value_span, "bad-combine")
+                return None
+            return tuple(values)
+        if a.name == "keep":
+            if a.value < 1:
+                self.err("keep must be at least 1", a.value_span, "bad-keep")
+                return None
+            return a.value
+        if a.name == "dim":
+            if isinstance(a.value, int):
+                return a.value
+            if a.value not in self.sizes:
+                self.err(f"unknown size '{a.value}'", a.value_span, "bad-dim")
+                return None
+            return a.value
+        raise AssertionError(a)  # pragma: no cover
+
+
+def _window_text(name: str, w: ir.Window) -> str:
+    if w.earliest == w.latest:
+        return stream_key(name, w.earliest)
+    return f"{name}[{_t(w.earliest)}..{_t(w.latest)}]"
+
+
+def _t(offset: int) -> str:
+    return "t" if offset == 0 else f"t{offset:+d}"
+
+
+def _flatten(e: RExpr, combiner: str) -> list[RExpr]:
+    if isinstance(e, ECombine) and e.combiner == combiner and combiner != "sum":
+        return list(e.terms)
+    return [e]
+
+
+def _flatten_sum(e: RExpr) -> tuple[list[RExpr], list[int]]:
+    if isinstance(e, ECombine) and e.combiner == "sum":
+        return list(e.terms), list(e.signs)
+    return [e], [1]
+
+
+def expr_refs(e: RExpr) -> list[str]:
+    """Graph keys an expression reads, in order of appearance (with repeats removed)."""
+    out: list[str] = []
+
+    def walk(x):
+        if isinstance(x, ERef):
+            out.append(x.key)
+        elif isinstance(x, EApply):
+            walk(x.arg)
+        elif isinstance(x, ECombine):
+            for t in x.terms:
+                walk(t)
+        elif isinstance(x, ELinear):
+            for t in x.inputs:
+                walk(t)
+        elif isinstance(x, EHighway):
+            for t in x.inputs:
+                walk(t)
+            walk(x.carry)
+
+    walk(e)
+    return list(dict.fromkeys(out))
+
+
+def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], list[Diagnostic]]:
+    """Resolve names and defaults and build the DAG.  Returns (graph or None, diagnostics).
+
+    The graph is returned even when some diagnostics are errors, as long as the
+    cell exists, so that the checker can report further problems; callers that
+    compile must check ``has_errors`` first.
+    """
+    sizes = {**DEFAULT_SIZES, **(sizes or {})}
+    r = _Resolver(space, sizes)
+    for op_set in space.op_sets:
+        if op_set.name in r.op_sets:
+            r.err(f"op set '{op_set.name}' is defined twice", op_set.span, "duplicate-name")
+        r.check_ops(op_set.ops, op_set.op_spans or [op_set.span] * len(op_set.ops))
+        r.op_sets[op_set.name] = op_set
+    defaults = dict(BUILTIN_DEFAULTS)
+    seen_defaults = set()
+    for a in space.defaults:
+        if a.name in seen_defaults:
+            r.err(f"default '{a.name}' given twice", a.span, "duplicate-attribute")
+        seen_defaults.add(a.name)
+        value = r.attribute(a)
+        if value is not None:
+            defaults[a.name] = value
+    if space.cell is None:
+        r.err("the file has no cell { ... }", space.name_span, "no-cell")
+        return None, r.diags
+
+    statements = space.cell.statements
+    # Pass 1: declarations, so references may point forward.
+    outputs = []
+    for st in statements:
+        if isinstance(st, (ir.InputDecl, ir.StateDecl)):
+            table = r.inputs if isinstance(st, ir.InputDecl) else r.states
+            if st.name in r.inputs or st.name in r.states or st.name in r.node_names:
+                r.err(f"'{st.name}' is declared twice", st.span, "duplicate-name")
+                continue
+            if isinstance(st, ir.InputDecl):
+                window = st.window or ir.Window(earliest=0, latest=0)
+                if window.latest != 0:
+                    r.err(f"an input window must end at [t], e.g. {st.name}[t-1..t]", st.window.span, "bad-window")
+                    window = ir.Window(earliest=min(window.earliest, 0), latest=0)
+            else:
+                window = st.window or ir.Window(earliest=-1, latest=-1)
+                if window.latest != -1:
+                    r.err(
+                        f"a state window must end at [t-1] (its past values), e.g. {st.name}[t-2..t-1]",
+                        st.window.span,
+                        "bad-window",
+                    )
+                    window = ir.Window(earliest=min(window.earliest, -1), latest=-1)
+            table[st.name] = window
+            size = r.size_of(st.dim)
+            r.dims[st.name] = size if size is not None else 1
+            r.dim_symbols[st.name] = st.dim.symbol or str(st.dim.value)
+        elif isinstance(st, (ir.FixedNode, ir.MixedNode)):
+            if st.name in r.node_names or st.name in r.inputs or st.name in r.states:
+                r.err(f"'{st.name}' is defined twice", st.name_span, "duplicate-name")
+                continue
+            if st.name in ir.ACTIVATIONS or st.name in ir.FUNCTIONS:
+                r.err(f"'{st.name}' is an op or function name and cannot name a node", st.name_span, "reserved-name")
+            r.node_names[st.name] = st.name_span
+        elif isinstance(st, ir.OutputDecl):
+            outputs.append(st)
+    if not r.states:
+        r.err("the cell declares no state (e.g. 'state h[t-1] : nhid'); it has nothing to carry or output", space.cell.span, "no-state")
+
+    dag = nx.DiGraph()
+    for name, window in r.inputs.items():
+        for off in range(window.earliest, window.latest + 1):
+            dag.add_node(stream_key(name, off), spec=Stream("input", name, off), dim=r.dims[name])
+    for name, window in r.states.items():
+        for off in range(window.earliest, window.latest + 1):
+            dag.add_node(stream_key(name, off), spec=Stream("past", name, off), dim=r.dims[name])
+
+    spans: dict[str, ir.Span] = {}
+    updated: dict[str, ir.Span] = {}
+    for st in statements:
+        if isinstance(st, ir.FixedNode) and st.name in r.node_names and r.node_names[st.name] is st.name_span:
+            expr = r.expr(st.expr, st.name, [0])
+            if expr is not None:
+                _add_computed(dag, st.name, FixedSpec(st.name, expr), expr_refs(expr))
+                spans[st.name] = st.name_span
+        elif isinstance(st, ir.MixedNode) and st.name in r.node_names and r.node_names[st.name] is st.name_span:
+            spec = r.mixed(st, defaults)
+            if spec is not None:
+                preds = list(dict.fromkeys(k for e in spec.edges for k in e.sources))
+                _add_computed(dag, st.name, spec, preds)
+                spans[st.name] = st.name_span
+        elif isinstance(st, ir.StateUpdate):
+            if st.name not in r.states:
+                what = "an input" if st.name in r.inputs else "not a declared state"
+                r.err(f"'{st.name}[t] = ...' updates '{st.name}', which is {what}", st.name_span, "undefined-name")
+                continue
+            if st.name in updated:
+                r.err(f"state '{st.name}' is updated twice", st.name_span, "duplicate-name")
+                continue
+            updated[st.name] = st.name_span
+            key = stream_key(st.name, 0)
+            expr = r.expr(st.expr, key, [0])
+            if expr is not None:
+                _add_computed(dag, key, UpdateSpec(st.name, expr), expr_refs(expr))
+                spans[key] = st.name_span
+    for name in r.states:
+        if name not in updated:
+            r.err(f"state '{name}' is never updated: add '{name}[t] = ...'", space.cell.span, "state-not-updated")
+
+    output = next(iter(r.states), "")
+    if len(outputs) > 1:
+        r.err("'output' is given twice", outputs[1].span, "duplicate-name")
+    if outputs:
+        if outputs[0].name not in r.states:
+            r.err(f"output '{outputs[0].name}' is not a declared state", outputs[0].span, "undefined-name")
+        else:
+            output = outputs[0].name
+
+    nx.set_node_attributes(dag, spans, "span")
+    for key in [k for k, d in dag.nodes(data=True) if d["spec"] is None]:
+        dag.remove_node(key)  # referenced new value of a state never updated (reported above)
+    graph = CellGraph(
+        name=space.name,
+        kind=space.kind,
+        dag=dag,
+        inputs=r.inputs,
+        states=r.states,
+        dims=r.dims,
+        dim_symbols=r.dim_symbols,
+        output=output,
+        sizes=sizes,
+        space=space,
+    )
+    if nx.is_directed_acyclic_graph(dag):
+        r.diags.extend(infer_dims(graph))
+    return graph, r.diags
+
+
+def infer_dims(graph: CellGraph) -> list[Diagnostic]:
+    """Give every computed node its size, reporting size conflicts at the node."""
+    diags: list[Diagnostic] = []
+    dag = graph.dag
+
+    def conflict(key: str, message: str):
+        span = dag.nodes[key].get("span")
+        diags.append(error(f"size conflict in '{key}': {message}", span, "dim-conflict"))
+
+    def describe(e: RExpr) -> str:
+        if isinstance(e, ERef):
+            return e.key
+        if isinstance(e, EApply):
+            return f"{e.op}({describe(e.arg)})"
+        if isinstance(e, ELinear):
+            return "linear(...)" if e.bias else "project(...)"
+        if isinstance(e, EHighway):
+            return f"highway({e.op}, ...)"
+        return f"{e.combiner}(...)"
+
+    def dim_of(key: str, e: RExpr) -> Optional[int]:
+        if isinstance(e, ERef):
+            return dag.nodes[e.key]["dim"] if e.key in dag else None
+        if isinstance(e, EApply):
+            return dim_of(key, e.arg)
+        if isinstance(e, ECombine):
+            dims = [dim_of(key, t) for t in e.terms]
+            if any(d is None for d in dims):
+                return None
+            if len(set(dims)) > 1:
+                what = {"sum": "added", "product": "multiplied elementwise", "mean": "averaged"}[e.combiner]
+                parts = ", ".join(f"{describe(t)} has {d}" for t, d in zip(e.terms, dims))
+                conflict(key, f"terms {what} must have one size, but {parts}")
+                return None
+            return dims[0]
+        if isinstance(e, ELinear):
+            for t in e.inputs:
+                dim_of(key, t)
+            return graph.sizes[e.dim_symbol] if e.dim_symbol else graph.width
+        if isinstance(e, EHighway):
+            for t in e.inputs:
+                dim_of(key, t)
+            return dim_of(key, e.carry)
+        raise AssertionError(e)  # pragma: no cover
+
+    for key in graph.order():
+        spec = dag.nodes[key]["spec"]
+        if isinstance(spec, Stream):
+            continue
+        if isinstance(spec, MixedSpec):
+            dims = {}
+            for edge in spec.edges:
+                ds = [dag.nodes[s]["dim"] for s in edge.sources]
+                if None in ds:
+                    continue
+                if len(set(ds)) > 1:
+                    parts = ", ".join(f"{s} has {d}" for s, d in zip(edge.sources, ds))
+                    conflict(key, f"a Hadamard pair needs equal sizes, but {parts}")
+                    continue
+                dims[edge.label] = ds[0]
+            declared = spec.dim_value or (graph.sizes[spec.dim_symbol] if spec.dim_symbol else None)
+            distinct = set(dims.values())
+            if spec.transform == "highway":
+                if len(distinct) > 1:
+                    parts = ", ".join(f"{k} has {d}" for k, d in dims.items())
+                    conflict(key, f"a highway node shares one matrix, so its sources need one size, but {parts}")
+                    dim = None
+                else:
+                    dim = next(iter(distinct), None)
+                    if declared is not None and dim is not None and declared != dim:
+                        conflict(key, f"dim is {declared} but a highway node keeps its sources' size {dim}")
+            else:
+                if declared is not None:
+                    dim = declared
+                elif len(distinct) == 1:
+                    dim = next(iter(distinct))
+                elif not distinct:
+                    dim = None
+                else:
+                    parts = ", ".join(f"{k} has {d}" for k, d in dims.items())
+                    conflict(key, f"sources have different sizes ({parts}); give the node a size with 'dim'")
+                    dim = None
+            dag.nodes[key]["dim"] = dim
+        else:
+            dim = dim_of(key, spec.expr)
+            if isinstance(spec, UpdateSpec) and dim is not None and dim != graph.dims[spec.name]:
+                conflict(key, f"state '{spec.name}' has size {graph.dims[spec.name]} but its update has size {dim}")
+            dag.nodes[key]["dim"] = dim
+    return diags
+
+
+def _add_computed(dag: nx.DiGraph, key: str, spec, preds: Iterable[str]) -> None:
+    dag.add_node(key, spec=spec, dim=None)
+    for p in preds:
+        if p not in dag:
+            # A reference to a state's new value, e.g. c[t], before its update
+            # is added; the node gets its spec when the update is processed.
+            dag.add_node(p, spec=None, dim=None)
+        dag.add_edge(p, key)
+
+
+# ----------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class ParamSpec:
+    """One tensor of a compiled model.  ``role``: "weight", "bias" or "arch"."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+    node: str = ""
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def bias_name(weight_name: str) -> str:
+    """``n_w0`` -> ``n_b0``: the bias that goes with a linear's weight."""
+    stem, _, index = weight_name.rpartition("_w")
+    return f"{stem}_b{index}"
+
+
+def expr_params(e: RExpr, graph: "CellGraph", dim_of) -> list[ParamSpec]:
+    """Weight tensors of a fixed expression (``dim_of`` gives the size of an expression)."""
+    out: list[ParamSpec] = []
+
+    def walk(x):
+        if isinstance(x, ELinear):
+            fan_in = sum(dim_of(t) for t in x.inputs)
+            fan_out = graph.sizes[x.dim_symbol] if x.dim_symbol else graph.width
+            out.append(ParamSpec(x.param, (fan_in, fan_out), "weight"))
+            if x.bias:
+                out.append(ParamSpec(bias_name(x.param), (fan_out,), "bias"))
+            for t in x.inputs:
+                walk(t)
+        elif isinstance(x, EHighway):
+            fan_in = sum(dim_of(t) for t in x.inputs)
+            out.append(ParamSpec(x.param, (fan_in, 2 * dim_of(x.carry)), "weight"))
+            for t in x.inputs:
+                walk(t)
+            walk(x.carry)
+        elif isinstance(x, EApply):
+            walk(x.arg)
+        elif isinstance(x, ECombine):
+            for t in x.terms:
+                walk(t)
+
+    walk(e)
+    return out
+
+
+def expr_dim(e: RExpr, graph: "CellGraph") -> int:
+    """Size of an expression's value (assumes the checker found no dimension conflict)."""
+    if isinstance(e, ERef):
+        return graph.dim(e.key)
+    if isinstance(e, EApply):
+        return expr_dim(e.arg, graph)
+    if isinstance(e, ECombine):
+        return expr_dim(e.terms[0], graph)
+    if isinstance(e, ELinear):
+        return graph.sizes[e.dim_symbol] if e.dim_symbol else graph.width
+    if isinstance(e, EHighway):
+        return expr_dim(e.carry, graph)
+    raise AssertionError(e)  # pragma: no cover
+
+
+def mixed_params(spec: MixedSpec, graph: "CellGraph", kept: Optional[Iterable[int]] = None) -> list[ParamSpec]:
+    """Weights of a mixed node (all candidate edges, or only ``kept`` ones) — no arch weights."""
+    dim = graph.dim(spec.name)
+    edges = range(len(spec.edges)) if kept is None else list(kept)
+    if spec.transform == "highway":
+        return [ParamSpec(f"{spec.name}_w", (dim, 2 * dim), "weight", spec.name)]
+    return [
+        ParamSpec(f"{spec.name}_w{i}", (graph.dim(spec.edges[i].sources[0]), dim), "weight", spec.name) for i in edges
+    ]
+
+
+def arch_params(spec: MixedSpec) -> list[ParamSpec]:
+    out = []
+    if spec.has_op_choice:
+        out.append(ParamSpec(f"{spec.name}_ops", (len(spec.edges), len(spec.op_names)), "arch", spec.name))
+    if spec.has_combine_choice:
+        out.append(ParamSpec(f"{spec.name}_combine", (len(spec.combine),), "arch", spec.name))
+    return out
+
+
+def arch_entry_count(spec: MixedSpec) -> int:
+    """Architecture weights that stand for a real choice (masked (edge, op) slots excluded)."""
+    n = sum(len(e.ops) for e in spec.edges) if spec.has_op_choice else 0
+    return n + (len(spec.combine) if spec.has_combine_choice else 0)
+
+
+def parameter_layout(graph: CellGraph) -> list[ParamSpec]:
+    """Every cell tensor of the compiled model, in a stable order (weights, then arch)."""
+    weights: list[ParamSpec] = []
+    arch: list[ParamSpec] = []
+    for key in graph.computed():
+        spec = graph.spec(key)
+        if isinstance(spec, MixedSpec):
+            weights.extend(mixed_params(spec, graph))
+            arch.extend(arch_params(spec))
+        else:
+            weights.extend(p.__class__(p.name, p.shape, p.role, key) for p in expr_params(spec.expr, graph, lambda t: expr_dim(t, graph)))
+    return weights + arch
