@@ -1,0 +1,44 @@
+"""Compile a resolved cell graph into a language model.
+
+* :func:`build_model` — ``impl="generated"``: the generated straight-line module
+  (fast, TorchScript-able); ``impl="reference"``: the edge-by-edge interpreter
+  (the correctness oracle).  Both have identical parameter names and shapes.
+* :func:`generate_source` — the generated module's Python source.
+* :func:`build_manifest` — a JSON-able description of the model: what every
+  architecture tensor's entries stand for, the hidden layout, the sizes.
+* :func:`save_artifact` — ``torch.jit.script`` + ``torch.jit.save``, atomically.
+"""
+
+from __future__ import annotations
+
+from .config import ModelConfig, hidden_layout
+from .manifest import build_manifest, save_artifact, script_model
+from .codegen import generate_source
+
+
+def build_model(graph, config: ModelConfig, impl: str = "generated"):
+    """An ``nn.Module`` language model around ``graph``'s cell (see the module docstring)."""
+    if impl == "generated":
+        from .codegen import load_source
+
+        cls = load_source(generate_source(graph, config), graph)
+        model = cls()
+        if model.encoder.num_embeddings != config.vocab:
+            raise AssertionError("generated module does not match the configuration")
+        return model
+    if impl == "reference":
+        from .reference import ReferenceModel
+
+        return ReferenceModel(graph, config)
+    raise ValueError(f"unknown implementation {impl!r} (use 'generated' or 'reference')")
+
+
+__all__ = [
+    "ModelConfig",
+    "build_model",
+    "build_manifest",
+    "save_artifact",
+    "script_model",
+    "generate_source",
+    "hidden_layout",
+]

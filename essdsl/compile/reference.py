@@ -1,0 +1,310 @@
+"""The reference interpreter: the correctness oracle and the benchmark baseline.
+
+It walks the cell graph node by node, and every mixed node edge by edge and op
+by op, writing each formula of ``docs/semantics.md`` literally — no folding of
+the op mixture, no stacking of edges, softmaxes taken edge by edge.  It is slow
+on purpose; the generated module must compute the same numbers.
+
+Its parameters have exactly the names and shapes of the generated module
+(``encoder.weight``, ``decoder_bias`` [, ``decoder_weight``], ``cell.<name>``
+from :func:`essdsl.graph.parameter_layout`, ``arch.<node>_ops`` /
+``arch.<node>_combine``, ``norms.<node>.*``), so ``load_state_dict`` moves
+weights between the two.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..graph import (
+    CellGraph,
+    EApply,
+    ECombine,
+    EHighway,
+    ELinear,
+    ERef,
+    FixedSpec,
+    MixedSpec,
+    RExpr,
+    Stream,
+    UpdateSpec,
+    bias_name,
+    parameter_layout,
+    stream_key,
+)
+from .config import (
+    ARCH_INIT_SCALE,
+    CELL_INIT_RANGE,
+    EMBEDDING_INIT_RANGE,
+    ZERO,
+    ModelConfig,
+    decoder_tied,
+    embedding_dim,
+    hidden_layout,
+    uses_norm,
+)
+
+
+def activation(op: str, value: Tensor) -> Tensor:
+    if op == "tanh":
+        return torch.tanh(value)
+    if op == "relu":
+        return torch.relu(value)
+    if op == "sigmoid":
+        return torch.sigmoid(value)
+    if op == "identity":
+        return value
+    if op == "neg":
+        return -value
+    raise ValueError(f"no activation '{op}'")
+
+
+class ParameterBag(nn.Module):
+    """A plain holder so that parameters are named ``<bag>.<name>``."""
+
+
+class ReferenceModel(nn.Module):
+    def __init__(self, graph: CellGraph, config: ModelConfig):
+        super().__init__()
+        self.graph = graph
+        self.config = config
+        self.ninp = embedding_dim(graph)
+        self.output_dim = graph.dims[graph.output]
+        self.tied = decoder_tied(graph)
+        self.slots = hidden_layout(graph)
+        self.dropout, self.dropouth, self.dropoutx = config.dropout, config.dropouth, config.dropoutx
+        self.dropouti, self.dropoute = config.dropouti, config.dropoute
+
+        self.encoder = nn.Embedding(config.vocab, self.ninp)
+        if not self.tied:
+            self.decoder_weight = nn.Parameter(torch.empty(config.vocab, self.output_dim))
+        self.decoder_bias = nn.Parameter(torch.zeros(config.vocab))
+        self.cell = ParameterBag()
+        self.arch = ParameterBag()
+        for p in parameter_layout(graph):
+            bag = self.arch if p.role == "arch" else self.cell
+            bag.register_parameter(p.name, nn.Parameter(torch.empty(p.shape)))
+        self.norms = nn.ModuleDict(
+            {s.name: nn.BatchNorm1d(graph.dim(s.name), affine=False) for s in graph.mixed_nodes() if uses_norm(s, config)}
+        )
+        self.reset_parameters()
+
+    # ------------------------------------------------------------ parameters
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.encoder.weight.uniform_(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+            if not self.tied:
+                self.decoder_weight.uniform_(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+            self.decoder_bias.zero_()
+            for p in parameter_layout(self.graph):
+                tensor = getattr(self.arch if p.role == "arch" else self.cell, p.name)
+                if p.role == "arch":
+                    tensor.normal_(0.0, 1.0).mul_(ARCH_INIT_SCALE)
+                elif p.role == "bias":
+                    tensor.zero_()
+                else:
+                    tensor.uniform_(-CELL_INIT_RANGE, CELL_INIT_RANGE)
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        return list(self.arch.parameters())
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
+
+    def init_hidden(self, batch_size: int) -> List[Tensor]:
+        weight = self.encoder.weight
+        return [weight.new_zeros(slot.depth, batch_size, slot.dim) for slot in self.slots]
+
+    # ------------------------------------------------------------ arch weights
+    def _theta(self, spec: MixedSpec) -> List[Dict[str, Tensor]]:
+        """theta[e][op] for every candidate (edge, op) slot, as semantics.md defines it."""
+        if not spec.has_op_choice:
+            one = torch.ones((), dtype=self.encoder.weight.dtype, device=self.encoder.weight.device)
+            return [{op: one for op in edge.ops} for edge in spec.edges]
+        logits = getattr(self.arch, f"{spec.name}_ops")
+        columns = {op: k for k, op in enumerate(spec.op_names)}
+        theta: List[Dict[str, Tensor]] = [dict() for _ in spec.edges]
+        if spec.select == "edge_softmax":
+            for e, edge in enumerate(spec.edges):
+                valid = torch.stack([logits[e, columns[op]] for op in edge.ops])
+                probs = torch.softmax(valid, dim=0)
+                for i, op in enumerate(edge.ops):
+                    theta[e][op] = probs[i]
+        else:  # node_softmax: one softmax over every valid (edge, op) slot
+            slots = [(e, op) for e, edge in enumerate(spec.edges) for op in edge.ops]
+            probs = torch.softmax(torch.stack([logits[e, columns[op]] for e, op in slots]), dim=0)
+            for i, (e, op) in enumerate(slots):
+                theta[e][op] = probs[i]
+        return theta
+
+    def _combine_weights(self, spec: MixedSpec) -> List[Tensor]:
+        if not spec.has_combine_choice:
+            return [torch.ones((), dtype=self.encoder.weight.dtype, device=self.encoder.weight.device)]
+        return list(torch.softmax(getattr(self.arch, f"{spec.name}_combine"), dim=0))
+
+    # ------------------------------------------------------------ the cell
+    def _expr(self, e: RExpr, values: Dict[str, Tensor]) -> Tensor:
+        if isinstance(e, ERef):
+            return values[e.key]
+        if isinstance(e, EApply):
+            return activation(e.op, self._expr(e.arg, values))
+        if isinstance(e, ECombine):
+            terms = [self._expr(t, values) for t in e.terms]
+            if e.combiner == "product":
+                out = terms[0]
+                for t in terms[1:]:
+                    out = out * t
+                return out
+            if e.combiner == "mean":
+                out = terms[0]
+                for t in terms[1:]:
+                    out = out + t
+                return out / len(terms)
+            signs = e.signs or (1,) * len(terms)
+            out = terms[0] if signs[0] > 0 else -terms[0]
+            for t, s in zip(terms[1:], signs[1:]):
+                out = out + t if s > 0 else out - t
+            return out
+        if isinstance(e, ELinear):
+            joined = torch.cat([self._expr(t, values) for t in e.inputs], dim=-1)
+            out = joined @ getattr(self.cell, e.param)
+            if e.bias:
+                out = out + getattr(self.cell, bias_name(e.param))
+            return out
+        if isinstance(e, EHighway):
+            joined = torch.cat([self._expr(t, values) for t in e.inputs], dim=-1)
+            carry = self._expr(e.carry, values)
+            both = joined @ getattr(self.cell, e.param)
+            d = carry.shape[-1]
+            c, g = both[:, :d], both[:, d:]
+            return carry + torch.sigmoid(c) * (activation(e.op, g) - carry)
+        raise TypeError(e)
+
+    def _mixed(self, spec: MixedSpec, values: Dict[str, Tensor], theta, phi) -> Tensor:
+        d = self.graph.dim(spec.name)
+        mixtures: List[Tensor] = []  # m_e
+        weights: List[Tensor] = []  # w_e
+        for e, edge in enumerate(spec.edges):
+            u = values[edge.sources[0]]
+            for other in edge.sources[1:]:
+                u = u * values[other]
+            if spec.transform == "highway":
+                both = u @ getattr(self.cell, f"{spec.name}_w")
+                c, g = both[:, :d], both[:, d:]
+            else:
+                projected = u @ getattr(self.cell, f"{spec.name}_w{e}")
+            m = torch.zeros(u.shape[0], d, dtype=u.dtype, device=u.device)
+            w = torch.zeros((), dtype=u.dtype, device=u.device)
+            for op in spec.op_names:
+                if op not in edge.ops or op == ZERO:
+                    continue  # not a candidate of this edge / the zero op contributes 0
+                if spec.transform == "highway":
+                    v = u + torch.sigmoid(c) * (activation(op, g) - u)
+                else:
+                    v = activation(op, projected)
+                m = m + theta[e][op] * v
+                w = w + theta[e][op]
+            mixtures.append(m)
+            weights.append(w)
+        value = None
+        for name, p in zip(spec.combine, phi):
+            if name == "sum":
+                combined = mixtures[0]
+                for m in mixtures[1:]:
+                    combined = combined + m
+            elif name == "mean":
+                total, weight_total = mixtures[0], weights[0]
+                for m, w in zip(mixtures[1:], weights[1:]):
+                    total, weight_total = total + m, weight_total + w
+                combined = total / torch.clamp(weight_total, min=1e-6)
+            else:  # product: an edge of weight 0 is the neutral element 1
+                combined = 1 - weights[0] + mixtures[0]
+                for m, w in zip(mixtures[1:], weights[1:]):
+                    combined = combined * (1 - w + m)
+            value = combined if len(spec.combine) == 1 else (p * combined if value is None else value + p * combined)
+        if spec.name in self.norms:
+            value = self.norms[spec.name](value)
+        return value
+
+    def cell_step(self, values: Dict[str, Tensor], theta, phi) -> Dict[str, Tensor]:
+        """Compute every node of one step; ``values`` holds the stream values the step reads."""
+        for key in self.graph.computed():
+            spec = self.graph.spec(key)
+            if isinstance(spec, MixedSpec):
+                values[key] = self._mixed(spec, values, theta[key], phi[key])
+            else:
+                values[key] = self._expr(spec.expr, values)
+        return values
+
+    # ------------------------------------------------------------ the LM
+    def _bernoulli_mask(self, shape: Tuple[int, ...], p: float, like: Tensor) -> Tensor:
+        return like.new_empty(shape).bernoulli_(1 - p) / (1 - p)
+
+    def forward(self, tokens: Tensor, hidden: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        T, B = tokens.shape
+        weight = self.encoder.weight
+        if self.training and self.dropoute > 0:
+            weight = weight * self._bernoulli_mask((weight.shape[0], 1), self.dropoute, weight)
+        embedded = F.embedding(tokens, weight)
+        if self.training and self.dropouti > 0:
+            embedded = embedded * self._bernoulli_mask((1, B, self.ninp), self.dropouti, embedded)
+
+        slots = {(s.kind, s.stream): (i, s) for i, s in enumerate(self.slots)}
+        # Each input stream's sequence: its carried past (oldest first), then this segment.
+        sequences: Dict[str, Tensor] = {}
+        masks: Dict[str, Tensor] = {}
+        for name in self.graph.inputs:
+            if ("input", name) in slots:
+                i, _ = slots[("input", name)]
+                sequences[name] = torch.cat([hidden[i].flip(0), embedded], dim=0)
+            else:
+                sequences[name] = embedded
+            if self.training and self.dropoutx > 0:
+                masks[name] = self._bernoulli_mask((B, self.graph.dims[name]), self.dropoutx, embedded)
+        for name in self.graph.states:
+            if self.training and self.dropouth > 0:
+                masks[name] = self._bernoulli_mask((B, self.graph.dims[name]), self.dropouth, embedded)
+        # past[name][j] = value at offset -(j + 1)
+        past: Dict[str, List[Tensor]] = {}
+        for name in self.graph.states:
+            i, slot = slots[("state", name)]
+            past[name] = [hidden[i][j] for j in range(slot.depth)]
+
+        theta = {s.name: self._theta(s) for s in self.graph.mixed_nodes()}
+        phi = {s.name: self._combine_weights(s) for s in self.graph.mixed_nodes()}
+        outputs = []
+        for t in range(T):
+            values: Dict[str, Tensor] = {}
+            for key in self.graph.order():
+                spec = self.graph.spec(key)
+                if not isinstance(spec, Stream):
+                    continue
+                if spec.kind == "input":
+                    depth = -self.graph.inputs[spec.name].earliest
+                    value = sequences[spec.name][t + depth + spec.offset]
+                else:
+                    value = past[spec.name][-spec.offset - 1]
+                if spec.name in masks:
+                    value = value * masks[spec.name]
+                values[key] = value
+            values = self.cell_step(values, theta, phi)
+            for name in self.graph.states:
+                past[name] = [values[stream_key(name, 0)]] + past[name][:-1]
+            outputs.append(past[self.graph.output][0])
+        output = torch.stack(outputs)
+        if self.training and self.dropout > 0:
+            output = output * self._bernoulli_mask((1, B, self.output_dim), self.dropout, output)
+        decoder = self.encoder.weight if self.tied else self.decoder_weight
+        logits = output @ decoder.t() + self.decoder_bias
+
+        new_hidden: List[Tensor] = []
+        for slot in self.slots:
+            if slot.kind == "state":
+                new_hidden.append(torch.stack(past[slot.stream]))
+            else:
+                new_hidden.append(sequences[slot.stream][-slot.depth :].flip(0))
+        return logits, new_hidden
