@@ -116,14 +116,24 @@ def build_manifest(
     return manifest
 
 
+def _quiet_jit(function: str):
+    """Silence only the torch >= 2.10 deprecation warning of ``torch.jit.<function>``, only here."""
+    context = warnings.catch_warnings()
+    context.__enter__()
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", message=rf".*torch\.jit\.{function}.*deprecated", category=category)
+    return context
+
+
 def script_model(model):
-    """``torch.jit.script`` with only its torch >= 2.10 deprecation warning silenced."""
+    """``torch.jit.script`` with only its deprecation warning silenced."""
     import torch
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+    context = _quiet_jit("script")
+    try:
         return torch.jit.script(model)
+    finally:
+        context.__exit__(None, None, None)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -143,7 +153,11 @@ def save_artifact(model, path: Union[str, Path]) -> Path:
 
     scripted = model if isinstance(model, torch.jit.ScriptModule) else script_model(model)
     target = Path(path)
-    _atomic_write(target, lambda tmp: torch.jit.save(scripted, str(tmp)))
+    context = _quiet_jit("save")
+    try:
+        _atomic_write(target, lambda tmp: torch.jit.save(scripted, str(tmp)))
+    finally:
+        context.__exit__(None, None, None)
     return target
 
 
