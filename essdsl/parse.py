@@ -128,6 +128,8 @@ class _Builder(Transformer):
             value = children[0]
             if isinstance(value, tuple):  # combine spec or dim
                 value, value_span = value
+            elif isinstance(value, ir.Dim):  # dim attribute: a size name or a number
+                value, value_span = (value.symbol if value.symbol is not None else value.value), value.span
             else:
                 value_span = _span(value)
                 value = int(value) if value.type == "INT" else str(value)
@@ -387,16 +389,32 @@ def _pretty_terminal(name: str) -> str:
 
 
 def _collect_comments(text: str) -> list[ir.Comment]:
-    """Comments with their positions, found by lexing (so '#' inside strings is not a comment)."""
+    """Comments with their positions, found by scanning each line ('#' inside a string is not a comment).
+
+    A scan rather than the grammar's lexer: the standalone lexer has no parser
+    context, so it reads ``t-1..t`` as the number ``-1.`` followed by a stray
+    ``.``, gives up, and every comment after the first window was lost.
+    """
     comments = []
-    try:
-        for tok in _parser().lex(text, dont_ignore=True):
-            if tok.type == "COMMENT":
-                line_text = text.splitlines()[tok.line - 1]
-                trailing = bool(line_text[: tok.column - 1].strip())
-                comments.append(ir.Comment(text=str(tok).rstrip(), trailing=trailing, span=_span(tok)))
-    except LarkError:
-        pass
+    for line_number, line_text in enumerate(text.split("\n"), start=1):
+        in_string = False
+        escaped = False
+        for index, char in enumerate(line_text):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char == "#":
+                body = line_text[index:].rstrip()
+                trailing = bool(line_text[:index].strip())
+                span = ir.Span(line=line_number, column=index + 1, end_line=line_number, end_column=index + 1 + len(body))
+                comments.append(ir.Comment(text=body, trailing=trailing, span=span))
+                break
     return comments
 
 
