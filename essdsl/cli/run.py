@@ -1,0 +1,835 @@
+"""``essdsl search | derive | train | eval | compare | plot``: runs on data.
+
+Torch and the compiler are imported inside the commands, so ``essdsl check``
+stays fast.  Every command fails with ``essdsl: error: …`` and a non-zero
+exit status, never a traceback, for problems a user can fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from .common import fail, fail_space
+
+# Sizes and hyperparameters used on the built-in synthetic corpus (no --data):
+# small enough that `essdsl search spaces/ess_joint.space` ends in minutes on
+# two CPU cores.  With --data the DARTS settings (DESIGN.md §3) apply.
+SYNTHETIC_SEARCH = dict(ninp=32, nhid=32, batch_size=32, bptt=20, epochs=3, lr=20.0)
+DARTS_SEARCH = dict(ninp=300, nhid=300, batch_size=256, bptt=35, epochs=50, lr=20.0)
+SYNTHETIC_TRAIN = dict(ninp=32, nhid=32, batch_size=32, bptt=20, epochs=4, lr=20.0)
+DARTS_TRAIN = dict(ninp=850, nhid=850, batch_size=64, bptt=35, epochs=300, lr=20.0)
+SYNTHETIC_DROPOUTS = dict(dropout=0.1, dropouth=0.05, dropoutx=0.1, dropouti=0.05, dropoute=0.0)
+DARTS_SEARCH_DROPOUTS = dict(dropout=0.75, dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.0)
+DARTS_TRAIN_DROPOUTS = dict(dropout=0.75, dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.1)
+RUN_MANIFEST = "manifest.json"
+SEARCH_CHECKPOINT = "checkpoint.pt"
+TRAIN_CHECKPOINT = "model.pt"
+
+
+# ----------------------------------------------------------------- helpers
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _set_threads(threads: Optional[int], width: int) -> None:
+    """Small cells are Python-overhead bound: one intra-op thread is fastest and
+    avoids oversubscribing a shared machine.  Larger cells use torch's default."""
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            fail(f"--threads must be a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+    elif width <= 128:
+        torch.set_num_threads(1)
+
+
+def _device(name: str):
+    import torch
+
+    if name not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, not '{name}'")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda was asked for but torch sees no CUDA device (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def _read_space_source(path: Path) -> tuple[str, str]:
+    """(text, sha256) of a .space file, failing cleanly."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        fail(f"{path}: no such file")
+    except IsADirectoryError:
+        fail(f"{path} is a directory, not a .space file")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        fail(f"{path} is not UTF-8 text")
+    return text, _sha256(data)
+
+
+def _resolve_space(target: str, ninp: Optional[int], nhid: Optional[int]) -> dict:
+    """A .space file, or a compiled artifact ``build/<name>.pt`` (+ its manifest) -> space facts.
+
+    Returns ``{"path", "text", "sha256", "sizes" (from the artifact, may be {})}``.
+    """
+    p = Path(target)
+    if p.suffix == ".pt":
+        manifest_path = p.with_suffix("").with_suffix(".manifest.json") if p.name.endswith(".pt") else p
+        manifest_path = p.parent / (p.name[: -len(".pt")] + ".manifest.json")
+        if not p.exists():
+            fail(f"{p}: no such compiled artifact (compile one with 'essdsl compile SPACE')")
+        if not manifest_path.exists():
+            fail(f"{p} has no manifest beside it ({manifest_path} is missing); recompile with 'essdsl compile'")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            space_info = manifest["space"]
+            space_path = Path(space_info["path"])
+            want = space_info["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            fail(f"{manifest_path} is not a valid artifact manifest ({type(exc).__name__}: {exc})")
+        if not space_path.is_absolute() and not space_path.exists():
+            space_path = (manifest_path.parent / space_path).resolve() if (manifest_path.parent / space_path).exists() else space_path
+        text, sha = _read_space_source(space_path)
+        if sha != want:
+            fail(
+                f"{space_path} changed since {p} was compiled (sha256 {sha[:12]}… != {want[:12]}…); "
+                f"recompile with 'essdsl compile {space_path}' or search the .space file directly"
+            )
+        sizes = {k: int(v) for k, v in (manifest.get("sizes") or {}).items() if k in ("ninp", "nhid")}
+        return {"path": str(space_path), "text": text, "sha256": sha, "sizes": sizes, "artifact": str(p)}
+    text, sha = _read_space_source(p)
+    return {"path": str(p), "text": text, "sha256": sha, "sizes": {}, "artifact": None}
+
+
+def _load_graph_text(text: str, path: str, sizes: dict):
+    from ..check import load_graph_text
+    from ..errors import SpaceError
+
+    try:
+        return load_graph_text(text, path, sizes)
+    except SpaceError as exc:
+        fail_space(exc)
+
+
+def _load_corpus(data: Optional[str], seed: int):
+    from ..data import DataError, load_corpus
+
+    try:
+        return load_corpus(data, seed)
+    except DataError as exc:
+        fail(str(exc))
+
+
+def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_text: Optional[str] = None):
+    import torch
+
+    try:
+        from ..compile import ModelConfig, build_manifest, build_model
+    except ImportError as exc:  # pragma: no cover - only while the compiler is absent
+        fail(f"the compiler (essdsl.compile) is not available: {exc}")
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab=vocab, search=search, **dropouts)
+    model = build_model(graph, cfg, impl="generated")
+    manifest = build_manifest(graph, cfg, model, source_text=source_text)
+    return model, manifest, cfg
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return {"essdsl": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _read_run_manifest(run_dir: Path) -> dict:
+    path = run_dir / RUN_MANIFEST
+    if not run_dir.exists():
+        fail(f"run folder {run_dir} does not exist")
+    if not path.exists():
+        fail(f"{run_dir} is not an essdsl run folder ({RUN_MANIFEST} is missing)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"{path} is damaged ({exc})")
+
+
+def _check_same_run(run: dict, space: dict, sizes: dict, what: str) -> None:
+    if run["space"]["sha256"] != space["sha256"]:
+        fail(
+            f"refusing to resume: {space['path']} is not the space this run was started with "
+            f"(content sha256 {space['sha256'][:12]}… != {run['space']['sha256'][:12]}… recorded in the run's manifest). "
+            f"Start a new run instead of --resume, or restore the original {what}."
+        )
+    if run["sizes"] != sizes:
+        fail(f"refusing to resume: sizes {sizes} differ from the run's {run['sizes']}")
+
+
+def _run_id(space_name: str) -> str:
+    return f"{space_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+class _Progress:
+    """A rich progress bar on stderr: epoch, step, loss, ppl, tokens/s, ETA."""
+
+    def __init__(self, total_steps: int, epochs: int, done: int = 0):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}  ppl {task.fields[ppl]:.2f}  {task.fields[tps]:,.0f} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("run", total=total_steps, completed=done, epoch=1, epochs=epochs, loss=0.0, ppl=0.0, tps=0.0)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def step(self, info) -> None:
+        self.progress.update(
+            self.task,
+            completed=info.step,
+            epoch=info.epoch + 1,
+            loss=info.loss,
+            ppl=math.exp(min(info.loss, 50)),
+            tps=info.tokens_per_s,
+        )
+
+    def epoch(self, record: dict, floor: Optional[float]) -> None:
+        line = (
+            f"epoch {record['epoch']}: train ppl {record['train_ppl']:.2f}  valid ppl {record['valid_ppl']:.2f}"
+            + (f"  (floor {floor:.2f})" if floor else "")
+            + f"  {record['elapsed_s']:.0f}s"
+        )
+        if "arch_entropy" in record:
+            line += f"  arch entropy {record['arch_entropy']:.3f}"
+        self.console.print(line)
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+
+def _arch_tensors(model, manifest: dict) -> dict:
+    params = dict(model.named_parameters())
+    return {name: params[name] for name in manifest.get("arch", {})}
+
+
+def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None) -> tuple[Path, str]:
+    from ..derive import DeriveError, derive_choices, genotype_text, retained_weights
+    from ..errors import SpaceError
+    from ..parse import parse_space
+    from ..search import atomic_write_text
+
+    try:
+        choices = derive_choices(run["model_manifest"], arch)
+        space = parse_space(run["space"]["text"], run["space"]["path"])
+        provenance = {
+            "source": run["space"]["path"],
+            "sha256": run["space"]["sha256"],
+            "run": run["run_id"],
+            "epoch": int(record["epoch"]) if record else 0,
+            "seed": int(run["seed"]),
+            "valid_ppl": round(float(record["valid_ppl"]), 3) if record else -1.0,
+            "weights": retained_weights(choices),
+        }
+        text = genotype_text(space, choices, provenance)
+    except (DeriveError, SpaceError) as exc:
+        fail(f"cannot derive a genotype: {exc}")
+    path = out or (run_dir / "genotype.space")
+    atomic_write_text(path, text)
+    return path, text
+
+
+def _finish_message(corpus, record: Optional[dict], console_print) -> None:
+    if record is None:
+        return
+    from rich.table import Table
+
+    table = Table(title="validation perplexity")
+    table.add_column("model (last epoch)", justify="right")
+    table.add_column("unigram", justify="right")
+    if corpus.floor_ppl is not None:
+        table.add_column("true floor exp(H)", justify="right")
+    row = [f"{record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}"]
+    if corpus.floor_ppl is not None:
+        row.append(f"{corpus.floor_ppl:.2f}")
+    table.add_row(*row)
+    console_print(table)
+
+
+def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None:
+    from ..search import Diverged, Interrupted, RunError, StopOnSigint, write_metrics
+
+    def on_epoch(record):
+        write_metrics(trainer.run_dir, trainer.history)
+        progress.epoch(record, corpus.floor_ppl)
+        for note in trainer.notes:
+            progress.message(f"[yellow]note:[/] {note}")
+        trainer.notes.clear()
+
+    trainer.on_step = progress.step
+    trainer.on_epoch = on_epoch
+    stopper = StopOnSigint(trainer, lambda: print("essdsl: stopping after this step; saving a checkpoint…", file=sys.stderr))
+    try:
+        with progress, stopper:
+            trainer.run()
+    except Interrupted as exc:
+        write_metrics(trainer.run_dir, trainer.history)
+        print(
+            f"essdsl: interrupted at epoch {trainer.epoch + 1}, step {trainer.step}; state saved to {exc.checkpoint}\n"
+            f"resume with: {resume_hint}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130)
+    except Diverged as exc:
+        write_metrics(trainer.run_dir, trainer.history)
+        fail(str(exc))
+    except RunError as exc:
+        fail(str(exc))
+
+
+# ----------------------------------------------------------------- search
+@app.command()
+def search(
+    space_or_artifact: str = typer.Argument(..., metavar="SPACE_OR_ARTIFACT", help="a .space file, or a compiled artifact build/<name>.pt (with build/<name>.manifest.json beside it)"),
+    data: Optional[str] = typer.Option(None, "--data", help="folder with train.txt/valid.txt/test.txt (PTB format); default: the built-in synthetic corpus"),
+    ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 300 with --data, 32 on the synthetic corpus)"),
+    nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 300 with --data, 32 on the synthetic corpus)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (default 50 with --data, 3 on the synthetic corpus)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many training steps in total (default: no limit)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training batch size (default 256 with --data, 32 on the synthetic corpus)"),
+    eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="batch size of the validation pass"),
+    bptt: Optional[int] = typer.Option(None, "--bptt", help="mean BPTT length (default 35 with --data, 20 on the synthetic corpus)"),
+    order: str = typer.Option("first", "--order", help="architecture gradient: 'first' (at the current weights) or 'second' (one unrolled step, finite-difference Hessian)"),
+    seed: int = typer.Option(0, "--seed", help="random seed (also seeds the synthetic corpus)"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: 1 for nhid <= 128, else torch's default)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<space-name>-<timestamp>)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder from its last checkpoint"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the model weights (default 20)"),
+    wd: float = typer.Option(5e-7, "--wd", help="weight decay of the model weights"),
+    clip: float = typer.Option(0.25, "--clip", help="gradient-norm clip of the model weights"),
+    arch_lr: float = typer.Option(3e-3, "--arch-lr", help="Adam learning rate of the architecture weights"),
+    arch_wd: float = typer.Option(1e-3, "--arch-wd", help="Adam weight decay of the architecture weights"),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="output dropout (default 0.75 with --data, 0.1 synthetic)"),
+    dropouth: Optional[float] = typer.Option(None, "--dropouth", help="dropout on past states entering the cell (default 0.25 / 0.05)"),
+    dropoutx: Optional[float] = typer.Option(None, "--dropoutx", help="dropout on inputs entering the cell (default 0.75 / 0.1)"),
+    dropouti: Optional[float] = typer.Option(None, "--dropouti", help="dropout on the embedded inputs (default 0.2 / 0.05)"),
+    dropoute: Optional[float] = typer.Option(None, "--dropoute", help="embedding-row dropout (default 0)"),
+) -> None:
+    """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
+    if order not in ("first", "second"):
+        fail(f"--order must be 'first' or 'second', not '{order}'")
+    for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size), ("--bptt", bptt), ("--eval-batch-size", eval_batch_size)):
+        if value is not None and value < 1:
+            fail(f"{name} must be a positive integer, got {value}")
+    dev = _device(device)
+    space = _resolve_space(space_or_artifact, ninp, nhid)
+    space_name = None
+
+    if resume is not None:
+        run_dir = resume
+        run = _read_run_manifest(run_dir)
+        if run.get("kind") != "search":
+            fail(f"{run_dir} is a '{run.get('kind')}' run, not a search")
+        sizes = dict(run["sizes"])
+        if ninp is not None or nhid is not None:
+            asked = {"ninp": _pick(ninp, sizes.get("ninp")), "nhid": _pick(nhid, sizes.get("nhid"))}
+            _check_same_run(run, space, asked, "space")
+        _check_same_run(run, space, sizes, "space")
+        from ..search import RunConfig
+
+        cfg = RunConfig.from_dict(run["config"])
+        data_dir = run.get("data")
+        if data is not None and (data_dir is None or Path(data).resolve() != Path(data_dir).resolve()):
+            fail(f"refusing to resume: --data {data} is not the data this run used ({data_dir or 'the synthetic corpus'})")
+        dropouts = run["dropouts"]
+    else:
+        synthetic = data is None
+        base = SYNTHETIC_SEARCH if synthetic else DARTS_SEARCH
+        sizes = {
+            "ninp": _pick(ninp, space["sizes"].get("ninp", base["ninp"])),
+            "nhid": _pick(nhid, space["sizes"].get("nhid", base["nhid"])),
+        }
+        from ..search import RunConfig
+
+        cfg = RunConfig(
+            search=True,
+            epochs=_pick(epochs, base["epochs"]),
+            max_steps=max_steps,
+            batch_size=_pick(batch_size, base["batch_size"]),
+            eval_batch_size=eval_batch_size,
+            bptt=_pick(bptt, base["bptt"]),
+            lr=_pick(lr, base["lr"]),
+            wd=wd,
+            clip=clip,
+            arch_lr=arch_lr,
+            arch_wd=arch_wd,
+            order=order,
+            seed=seed,
+        )
+        base_drop = SYNTHETIC_DROPOUTS if synthetic else DARTS_SEARCH_DROPOUTS
+        dropouts = {
+            k: _pick(v, base_drop[k])
+            for k, v in (("dropout", dropout), ("dropouth", dropouth), ("dropoutx", dropoutx), ("dropouti", dropouti), ("dropoute", dropoute))
+        }
+        data_dir = str(Path(data).resolve()) if data is not None else None
+
+    graph = _load_graph_text(space["text"], space["path"], sizes)
+    space_name = graph.name
+    _set_threads(threads, max(sizes.values()))
+    corpus = _load_corpus(data_dir, cfg.seed)
+    from ..derive import arch_summary
+    from ..search import RunError, Trainer, atomic_write_text, data_fingerprint
+
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"])
+    if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
+        fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
+    fingerprint = data_fingerprint(corpus)
+
+    if resume is None:
+        run_dir = out or Path("runs") / _run_id(space_name)
+        if (run_dir / SEARCH_CHECKPOINT).exists():
+            fail(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        run = {
+            "kind": "search",
+            "run_id": run_dir.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "space": {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]},
+            "sizes": sizes,
+            "seed": cfg.seed,
+            "config": cfg.to_dict(),
+            "dropouts": dropouts,
+            "model_config": model_cfg.to_dict(),
+            "data": data_dir,
+            "data_fingerprint": fingerprint,
+            "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
+            "device": str(dev),
+            "versions": _versions(),
+            "model_manifest": model_manifest,
+        }
+        atomic_write_text(run_dir / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    elif run.get("data_fingerprint") != fingerprint:
+        fail("refusing to resume: the data differs from what this run was started with")
+
+    trainer = Trainer(
+        model=model,
+        corpus=corpus,
+        cfg=cfg,
+        run_dir=run_dir,
+        manifest=model_manifest,
+        device=dev,
+        checkpoint_name=SEARCH_CHECKPOINT,
+        describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)),
+        extra_state={"kind": "search", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir},
+    )
+    if resume is not None:
+        try:
+            trainer.resume()
+        except RunError as exc:
+            fail(str(exc))
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * trainer.steps_per_epoch
+    progress = _Progress(min(total, cfg.epochs * trainer.steps_per_epoch), cfg.epochs, trainer.step)
+    progress.message(
+        f"searching {space['path']} ({space_name}) on {corpus.describe()}; {sum(p.numel() for n, p in model.named_parameters() if not n.startswith('arch.')):,} weights, "
+        f"{cfg.order}-order, run folder {run_dir}"
+    )
+    started = time.time()
+    _run_trainer(trainer, progress, f"essdsl search {space_or_artifact} --resume {run_dir}", corpus)
+    record = trainer.history[-1] if trainer.history else None
+    path, text = _write_genotype(run_dir, run, _arch_tensors(model, model_manifest), record)
+    progress.message(f"genotype written to {path} ({time.time() - started:.0f}s)")
+    _finish_message(corpus, record, progress.console.print)
+    typer.echo(text)
+
+
+# ----------------------------------------------------------------- derive
+@app.command()
+def derive(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a search run folder"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the genotype (default RUN_DIR/genotype.space)"),
+) -> None:
+    """Derive the genotype again from a search run's last checkpoint."""
+    from ..search import RunError, load_checkpoint
+
+    run = _read_run_manifest(run_dir)
+    if run.get("kind") != "search":
+        fail(f"{run_dir} is a '{run.get('kind')}' run; derive reads search runs")
+    try:
+        state = load_checkpoint(run_dir / SEARCH_CHECKPOINT)
+    except RunError as exc:
+        fail(str(exc))
+    arch = {k: v for k, v in state["model"].items() if k.startswith("arch.")}
+    history = state.get("history") or []
+    path, text = _write_genotype(run_dir, run, arch, history[-1] if history else None, output)
+    typer.echo(text, nl=False)
+    print(f"essdsl: genotype written to {path}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------- train
+@app.command()
+def train(
+    genotype: str = typer.Argument(..., metavar="GENOTYPE", help="a genotype .space file (no choices left)"),
+    data: Optional[str] = typer.Option(None, "--data", help="folder with train.txt/valid.txt/test.txt; default: the built-in synthetic corpus"),
+    ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 850 with --data, 32 synthetic)"),
+    nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 850 with --data, 32 synthetic)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (default 300 with --data, 4 synthetic)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many steps in total"),
+    lr: float = typer.Option(20.0, "--lr", help="SGD learning rate"),
+    wd: float = typer.Option(8e-7, "--wd", help="weight decay"),
+    clip: float = typer.Option(0.25, "--clip", help="gradient-norm clip"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch size (default 64 with --data, 32 synthetic)"),
+    eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="batch size of the validation pass"),
+    bptt: Optional[int] = typer.Option(None, "--bptt", help="mean BPTT length (default 35 with --data, 20 synthetic)"),
+    seed: int = typer.Option(0, "--seed", help="random seed"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: 1 for nhid <= 128, else torch's default)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<genotype-name>-<timestamp>)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the training run in this folder"),
+    asgd: bool = typer.Option(False, "--asgd", help="switch to averaged SGD when the validation loss stalls (DARTS final training)"),
+) -> None:
+    """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
+    for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size), ("--bptt", bptt)):
+        if value is not None and value < 1:
+            fail(f"{name} must be a positive integer, got {value}")
+    dev = _device(device)
+    space = _resolve_space(genotype, ninp, nhid)
+    from ..search import RunConfig, RunError, Trainer, atomic_write_text, data_fingerprint
+
+    if resume is not None:
+        run_dir = resume
+        run = _read_run_manifest(run_dir)
+        if run.get("kind") != "train":
+            fail(f"{run_dir} is a '{run.get('kind')}' run, not a training run")
+        sizes = dict(run["sizes"])
+        asked = {"ninp": _pick(ninp, sizes["ninp"]), "nhid": _pick(nhid, sizes["nhid"])}
+        _check_same_run(run, space, asked, "genotype")
+        cfg = RunConfig.from_dict(run["config"])
+        data_dir = run.get("data")
+        dropouts = run["dropouts"]
+    else:
+        synthetic = data is None
+        base = SYNTHETIC_TRAIN if synthetic else DARTS_TRAIN
+        sizes = {"ninp": _pick(ninp, base["ninp"]), "nhid": _pick(nhid, base["nhid"])}
+        cfg = RunConfig(
+            search=False,
+            epochs=_pick(epochs, base["epochs"]),
+            max_steps=max_steps,
+            batch_size=_pick(batch_size, base["batch_size"]),
+            eval_batch_size=eval_batch_size,
+            bptt=_pick(bptt, base["bptt"]),
+            lr=lr,
+            wd=wd,
+            clip=clip,
+            seed=seed,
+            asgd=asgd,
+        )
+        dropouts = dict(SYNTHETIC_DROPOUTS if synthetic else DARTS_TRAIN_DROPOUTS)
+        data_dir = str(Path(data).resolve()) if data is not None else None
+    graph = _load_graph_text(space["text"], space["path"], sizes)
+    _set_threads(threads, max(sizes.values()))
+    if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
+        fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
+    corpus = _load_corpus(data_dir, cfg.seed)
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"])
+    fingerprint = data_fingerprint(corpus)
+    if resume is None:
+        run_dir = out or Path("runs") / _run_id(graph.name)
+        if (run_dir / TRAIN_CHECKPOINT).exists():
+            fail(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        run = {
+            "kind": "train",
+            "run_id": run_dir.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "space": {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]},
+            "sizes": sizes,
+            "seed": cfg.seed,
+            "config": cfg.to_dict(),
+            "dropouts": dropouts,
+            "model_config": model_cfg.to_dict(),
+            "data": data_dir,
+            "data_fingerprint": fingerprint,
+            "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
+            "device": str(dev),
+            "versions": _versions(),
+        }
+        atomic_write_text(run_dir / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    elif run.get("data_fingerprint") != fingerprint:
+        fail("refusing to resume: the data differs from what this run was started with")
+    trainer = Trainer(
+        model=model,
+        corpus=corpus,
+        cfg=cfg,
+        run_dir=run_dir,
+        manifest=model_manifest,
+        device=dev,
+        checkpoint_name=TRAIN_CHECKPOINT,
+        extra_state={"kind": "train", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir},
+    )
+    if resume is not None:
+        try:
+            trainer.resume()
+        except RunError as exc:
+            fail(str(exc))
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * trainer.steps_per_epoch
+    progress = _Progress(min(total, cfg.epochs * trainer.steps_per_epoch), cfg.epochs, trainer.step)
+    progress.message(f"training {space['path']} on {corpus.describe()}; {sum(p.numel() for p in model.parameters()):,} weights; run folder {run_dir}")
+    _run_trainer(trainer, progress, f"essdsl train {genotype} --resume {run_dir}", corpus)
+    record = trainer.history[-1] if trainer.history else None
+    progress.message(f"model written to {run_dir / TRAIN_CHECKPOINT}")
+    _finish_message(corpus, record, progress.console.print)
+
+
+# ----------------------------------------------------------------- eval
+@app.command(name="eval")
+def evaluate(
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="RUN_DIR/model.pt of 'essdsl train' (or a search's checkpoint.pt, or a run folder)"),
+    split: str = typer.Option("valid", "--split", help="valid or test"),
+    data: Optional[str] = typer.Option(None, "--data", help="data folder (default: the data the run used)"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
+    batch_size: int = typer.Option(10, "--batch-size", help="evaluation batch size"),
+    bptt: int = typer.Option(35, "--bptt", help="evaluation segment length"),
+) -> None:
+    """Print the perplexity of a trained model on the valid or test split."""
+    if split not in ("valid", "test"):
+        fail(f"--split must be valid or test, not '{split}'")
+    if checkpoint.is_dir():
+        candidates = [checkpoint / TRAIN_CHECKPOINT, checkpoint / SEARCH_CHECKPOINT]
+        found = [c for c in candidates if c.exists()]
+        if not found:
+            fail(f"{checkpoint} holds no {TRAIN_CHECKPOINT} or {SEARCH_CHECKPOINT}")
+        checkpoint = found[0]
+    from ..compile import ModelConfig
+    from ..data import batchify
+    from ..search import RunError, evaluate_loss, load_checkpoint
+
+    dev = _device(device)
+    try:
+        state = load_checkpoint(checkpoint)
+    except RunError as exc:
+        fail(str(exc))
+    try:
+        text, path, sizes, model_cfg = state["space_text"], state["space_path"], state["sizes"], dict(state["model_config"])
+    except KeyError:
+        fail(f"{checkpoint} lacks the model description (space, sizes); it was not written by essdsl train/search")
+    data_dir = data if data is not None else state.get("data")
+    seed = int(state.get("config", {}).get("seed", 0))
+    corpus = _load_corpus(data_dir, seed)
+    if corpus.vocab != model_cfg["vocab"]:
+        fail(f"the data has a vocabulary of {corpus.vocab} words but the model was trained with {model_cfg['vocab']}")
+    graph = _load_graph_text(text, path, sizes)
+    import torch
+
+    from ..compile import build_model
+
+    model = build_model(graph, ModelConfig(**model_cfg), impl="generated")
+    weights = state.get("best_model") or state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        fail(f"{checkpoint} does not match the model it describes ({str(exc).splitlines()[0]})")
+    model.to(dev)
+    loss = evaluate_loss(model, batchify(corpus.split(split), batch_size).to(dev), bptt)
+    ppl = math.exp(loss)
+    line = f"{split} ppl {ppl:.2f}  (loss {loss:.4f} nats/token, {len(corpus.split(split)):,} tokens)"
+    if corpus.floor_ppl is not None:
+        line += f"  unigram {corpus.unigram_ppl:.2f}  floor {corpus.floor_ppl:.2f}"
+    typer.echo(line)
+    del torch
+
+
+# ----------------------------------------------------------------- compare
+def _read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                fail(f"{path} is damaged (a line is not JSON)")
+    return rows
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="search (or train) run folders"),
+) -> None:
+    """Table of runs (space, valid ppl, params, time) and the semantic diff of their genotypes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    rows, genotypes = [], []
+    for run_dir in run_dirs:
+        run = _read_run_manifest(run_dir)
+        metrics = _read_metrics(run_dir)
+        last = metrics[-1] if metrics else {}
+        genotype_path = run_dir / "genotype.space" if run.get("kind") == "search" else Path(run["space"]["path"])
+        params = _param_count(run, genotype_path)
+        rows.append(
+            (
+                str(run_dir),
+                run["space"]["name"],
+                run.get("kind", "?"),
+                f"{last['valid_ppl']:.2f}" if "valid_ppl" in last else "-",
+                f"{params:,}" if params is not None else "-",
+                f"{last['elapsed_s']:.0f}s" if "elapsed_s" in last else "-",
+            )
+        )
+        genotypes.append((str(run_dir), genotype_path, run["sizes"]))
+    table = Table(title="runs")
+    for col in ("run", "space", "kind", "valid ppl", "params", "time"):
+        table.add_column(col, justify="right" if col in ("valid ppl", "params", "time") else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if len(genotypes) < 2:
+        return
+    try:
+        from ..diff import diff_graphs, render_edits
+    except ImportError:
+        fail("the semantic diff (essdsl.diff) is not available in this installation")
+    from ..check import load_graph
+    from ..errors import SpaceError
+
+    base_name, base_path, base_sizes = genotypes[0]
+    if not base_path.exists():
+        console.print(f"{base_name}: no genotype yet (run 'essdsl derive {base_name}')")
+        return
+    try:
+        base_graph = load_graph(base_path, base_sizes)
+        for name, path, sizes in genotypes[1:]:
+            if not path.exists():
+                console.print(f"{name}: no genotype yet")
+                continue
+            graph = load_graph(path, sizes)
+            console.print(f"[bold]{base_name} → {name}[/]")
+            console.print(render_edits(diff_graphs(base_graph, graph)), markup=False, highlight=False)
+    except SpaceError as exc:
+        fail_space(exc)
+
+
+def _param_count(run: dict, genotype_path: Path) -> Optional[int]:
+    """Weights of the derived (discrete) model at the run's sizes and vocabulary."""
+    from ..check import load_graph
+    from ..errors import SpaceError
+
+    if not genotype_path.exists():
+        return None
+    try:
+        graph = load_graph(genotype_path, run["sizes"])
+        from ..compile import ModelConfig, build_model
+
+        model = build_model(graph, ModelConfig(vocab=run["corpus"]["vocab"], search=False), impl="generated")
+    except (SpaceError, ImportError):
+        return None
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("arch."))
+
+
+# ----------------------------------------------------------------- plot
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a search or training run folder"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the PNGs (default RUN_DIR/plots)"),
+) -> None:
+    """PNG plots of a run: perplexities over epochs and every architecture weight (θ, φ) over time."""
+    _read_run_manifest(run_dir)
+    metrics = _read_metrics(run_dir)
+    if not metrics:
+        fail(f"{run_dir} has no finished epoch yet (metrics.jsonl is empty or missing)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = out or run_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    from ..search import atomic_write_bytes
+
+    def save(fig, name):
+        import io
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(folder / name, buffer.getvalue())
+        written.append(folder / name)
+
+    written: list[Path] = []
+    epochs = [m["epoch"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [m["train_ppl"] for m in metrics], marker="o", label="train ppl")
+    ax.plot(epochs, [m["valid_ppl"] for m in metrics], marker="o", label="valid ppl")
+    run = _read_run_manifest(run_dir)
+    floor = (run.get("corpus") or {}).get("floor_ppl")
+    if floor:
+        ax.axhline(floor, color="grey", linestyle="--", label=f"floor {floor:.2f}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"{run['space']['name']} ({run_dir.name})")
+    save(fig, "perplexity.png")
+
+    manifest = run.get("model_manifest", {}).get("arch", {})
+    arch_names = list(metrics[-1].get("arch", {}))
+    for name in arch_names:
+        entry = manifest.get(name, {})
+        series = [m.get("arch", {}).get(name) for m in metrics]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if entry.get("kind") == "combine" or (series[-1] and not isinstance(series[-1][0], list)):
+            labels = entry.get("choices") or [str(i) for i in range(len(series[-1]))]
+            for i, label in enumerate(labels):
+                ax.plot(epochs, [s[i] if s else math.nan for s in series], marker=".", label=label)
+        else:
+            edges = entry.get("edges") or [str(i) for i in range(len(series[-1]))]
+            ops = entry.get("ops") or [str(k) for k in range(len(series[-1][0]))]
+            mask = entry.get("mask") or [[True] * len(ops) for _ in edges]
+            for e, edge in enumerate(edges):
+                for k, op in enumerate(ops):
+                    if mask[e][k]:
+                        ax.plot(epochs, [s[e][k] if s else math.nan for s in series], marker=".", label=f"{op}({edge})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("softmax weight")
+        ax.set_title(name)
+        ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        save(fig, f"{name.replace('.', '_')}.png")
+    for path in written:
+        typer.echo(str(path))
