@@ -1,0 +1,338 @@
+"""Size of a search space and of the models in it, computed from the cell graph (no torch).
+
+Everything here follows ``docs/semantics.md`` and :func:`essdsl.graph.parameter_layout`:
+
+**Architectures.** A mixed node chooses ``keep`` distinct candidate edges and
+one non-``zero`` op for each, and one combiner.  With ``n_e`` the number of
+non-zero ops of edge ``e``, the node has ``e_keep(n_1, …, n_E) · |combine|``
+choices, where ``e_k`` is the elementary symmetric polynomial of degree ``k``.
+The space has the product of its nodes' counts (fixed nodes have one).
+
+**Parameters** (weights and biases; architecture weights are counted apart):
+
+* embedding ``vocab × ninp``;
+* decoder tied to the embedding when ``ninp == d(output)``: only a ``vocab``
+  bias; otherwise ``d(output) × vocab + vocab``;
+* cell: the weight and bias tensors of :func:`parameter_layout` (supernet).
+  A derived (discrete) model keeps every fixed tensor, the one ``W`` of a
+  ``highway`` mixed node, and for a ``project`` mixed node only the ``W_e`` of
+  its ``keep`` kept edges.  Which edges are kept depends on the choice, so a
+  space reports the smallest and largest derived count (equal when no choice
+  changes a parameter shape, e.g. DARTS); a genotype has exactly one.
+
+**FLOPs per token** count every matrix product of one cell step plus the
+decoder, as 2 × multiply-adds (``2·m·n`` for a vector times an ``m × n``
+matrix).  Elementwise work (activations, gates, sums, batchnorm, softmax of
+the architecture weights) and the embedding lookup are not counted.  In the
+supernet every candidate edge runs its matrix: a ``highway`` mixed node costs
+``2·d·2d`` per edge (the shared ``W`` applied to each edge's source), a
+``project`` node ``2·d(u_e)·d`` per edge.  A derived model runs only its kept
+edges; ``derived_min``/``derived_max`` bound that over all choices.  The
+decoder costs ``2·d(output)·vocab``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from .graph import (
+    CellGraph,
+    EApply,
+    ECombine,
+    EHighway,
+    ELinear,
+    ERef,
+    MixedSpec,
+    RExpr,
+    UpdateSpec,
+    arch_entry_count,
+    arch_params,
+    expr_dim,
+    expr_params,
+    mixed_params,
+)
+
+ZERO = "zero"
+
+
+class StatsError(ValueError):
+    """The graph cannot be measured as a language model (e.g. it has no input to embed)."""
+
+
+# ----------------------------------------------------------------- architectures
+def elementary_symmetric(values: list[int], degree: int) -> int:
+    """``e_degree(values)``: the sum over all ``degree``-subsets of the product of their values."""
+    if degree < 0:
+        return 0
+    # e[j] after processing a prefix: sum of products over j-subsets of the prefix.
+    e = [1] + [0] * degree
+    for v in values:
+        for j in range(degree, 0, -1):
+            e[j] += e[j - 1] * v
+    return e[degree]
+
+
+def nonzero_op_counts(spec: MixedSpec) -> list[int]:
+    return [sum(op != ZERO for op in edge.ops) for edge in spec.edges]
+
+
+def node_architectures(spec: MixedSpec) -> int:
+    """Discrete choices of one mixed node: kept edges × their ops × the combiner."""
+    return elementary_symmetric(nonzero_op_counts(spec), spec.keep) * len(spec.combine)
+
+
+def architecture_count(graph: CellGraph) -> int:
+    """Exact number of discrete architectures in the space (1 for a genotype)."""
+    return math.prod(node_architectures(spec) for spec in graph.mixed_nodes())
+
+
+def _log10(n: int) -> Optional[float]:
+    if n <= 0:
+        return None
+    # Exact enough for any size: use the digit count for huge integers.
+    digits = len(str(n))
+    if digits <= 300:
+        return round(math.log10(n), 4)
+    head = int(str(n)[:17])
+    return round(math.log10(head) + digits - 17, 4)
+
+
+# ----------------------------------------------------------------- parameters
+def embedding_dim(graph: CellGraph) -> int:
+    """Size of the embedded token: every input stream is the embedded token."""
+    if not graph.inputs:
+        raise StatsError("the cell declares no input stream, so there is nothing to embed")
+    dims = {graph.dims[name] for name in graph.inputs}
+    if len(dims) > 1:
+        raise StatsError(f"all input streams are the embedded token and need one size, got {sorted(dims)}")
+    return dims.pop()
+
+
+def decoder_tied(graph: CellGraph) -> bool:
+    return graph.dims[graph.output] == embedding_dim(graph)
+
+
+def embedding_params(graph: CellGraph) -> int:
+    return graph.sizes["vocab"] * embedding_dim(graph)
+
+
+def decoder_params(graph: CellGraph) -> int:
+    vocab = graph.sizes["vocab"]
+    if decoder_tied(graph):
+        return vocab
+    return graph.dims[graph.output] * vocab + vocab
+
+
+def _fixed_params(graph: CellGraph, spec) -> int:
+    return sum(p.numel for p in expr_params(spec.expr, graph, lambda t: expr_dim(t, graph)))
+
+
+def _edge_fan_in(graph: CellGraph, spec: MixedSpec, index: int) -> int:
+    # A Hadamard pair has the size of each of its (equal-sized) sources.
+    return graph.dim(spec.edges[index].sources[0])
+
+
+def _eligible_edges(spec: MixedSpec) -> list[int]:
+    """Edges a discrete choice may keep: those with at least one non-zero op."""
+    return [i for i, n in enumerate(nonzero_op_counts(spec)) if n > 0]
+
+
+def _kept_extremes(spec: MixedSpec, cost) -> tuple[int, int]:
+    """Smallest and largest total ``cost(edge)`` over ``keep`` kept eligible edges."""
+    costs = sorted(cost(i) for i in _eligible_edges(spec))
+    k = min(spec.keep, len(costs))
+    return sum(costs[:k]), sum(costs[len(costs) - k :])
+
+
+@dataclass(frozen=True)
+class NodeSize:
+    params_supernet: int
+    params_derived_min: int
+    params_derived_max: int
+    flops_supernet: int
+    flops_derived_min: int
+    flops_derived_max: int
+
+
+def _expr_flops(e: RExpr, graph: CellGraph) -> int:
+    if isinstance(e, ELinear):
+        fan_out = graph.sizes[e.dim_symbol] if e.dim_symbol else graph.width
+        return 2 * sum(expr_dim(t, graph) for t in e.inputs) * fan_out + sum(_expr_flops(t, graph) for t in e.inputs)
+    if isinstance(e, EHighway):
+        fan_in = sum(expr_dim(t, graph) for t in e.inputs)
+        inner = sum(_expr_flops(t, graph) for t in e.inputs) + _expr_flops(e.carry, graph)
+        return 2 * fan_in * 2 * expr_dim(e.carry, graph) + inner
+    if isinstance(e, EApply):
+        return _expr_flops(e.arg, graph)
+    if isinstance(e, ECombine):
+        return sum(_expr_flops(t, graph) for t in e.terms)
+    if isinstance(e, ERef):
+        return 0
+    raise TypeError(f"unknown expression {e!r}")  # pragma: no cover
+
+
+def node_size(graph: CellGraph, key: str) -> NodeSize:
+    """Parameters and FLOPs of one computed node, for the supernet and derived models."""
+    spec = graph.spec(key)
+    if not isinstance(spec, MixedSpec):
+        params = _fixed_params(graph, spec)
+        flops = _expr_flops(spec.expr, graph)
+        return NodeSize(params, params, params, flops, flops, flops)
+    dim = graph.dim(spec.name)
+    supernet_params = sum(p.numel for p in mixed_params(spec, graph))
+    if spec.transform == "highway":
+        # One shared W (d × 2d) whatever is kept; each edge run costs 2·d·2d.
+        edge_flops = 2 * dim * 2 * dim
+        kept = min(spec.keep, len(_eligible_edges(spec)))
+        return NodeSize(
+            supernet_params,
+            supernet_params,
+            supernet_params,
+            edge_flops * len(spec.edges),
+            edge_flops * kept,
+            edge_flops * kept,
+        )
+    fan_in = lambda i: _edge_fan_in(graph, spec, i)  # noqa: E731
+    pmin, pmax = _kept_extremes(spec, lambda i: fan_in(i) * dim)
+    fmin, fmax = _kept_extremes(spec, lambda i: 2 * fan_in(i) * dim)
+    supernet_flops = sum(2 * fan_in(i) * dim for i in range(len(spec.edges)))
+    return NodeSize(supernet_params, pmin, pmax, supernet_flops, fmin, fmax)
+
+
+# ----------------------------------------------------------------- the summary
+STATS_KEYS = (
+    "name",
+    "kind",
+    "sizes",
+    "output",
+    "architectures",
+    "architectures_log10",
+    "mixed_nodes",
+    "arch_weights",
+    "arch_weights_valid",
+    "params",
+    "flops_per_token",
+    "nodes",
+)
+PARAMS_KEYS = ("supernet", "derived_min", "derived_max", "embedding", "decoder", "decoder_tied", "cell_supernet", "cell_derived_min", "cell_derived_max")
+FLOPS_KEYS = ("supernet", "derived_min", "derived_max", "decoder")
+NODE_KEYS = (
+    "name",
+    "kind",
+    "sources",
+    "edges",
+    "ops",
+    "keep",
+    "combine",
+    "select",
+    "transform",
+    "norm",
+    "dim",
+    "choices",
+    "arch_weights",
+    "arch_weights_valid",
+    "params_supernet",
+    "params_derived_min",
+    "params_derived_max",
+)
+
+
+def _node_entry(graph: CellGraph, key: str, size: NodeSize) -> dict:
+    spec = graph.spec(key)
+    sources = list(graph.dag.predecessors(key))
+    entry = dict.fromkeys(NODE_KEYS)
+    entry.update(
+        name=key,
+        sources=sources,
+        dim=graph.dim(key),
+        params_supernet=size.params_supernet,
+        params_derived_min=size.params_derived_min,
+        params_derived_max=size.params_derived_max,
+    )
+    if isinstance(spec, MixedSpec):
+        entry.update(
+            kind="mixed",
+            edges=[{"source": e.label, "ops": list(e.ops)} for e in spec.edges],
+            ops=list(spec.op_names),
+            keep=spec.keep,
+            combine=list(spec.combine),
+            select=spec.select,
+            transform=spec.transform,
+            norm=spec.norm,
+            choices=node_architectures(spec),
+            arch_weights=sum(p.numel for p in arch_params(spec)),
+            arch_weights_valid=arch_entry_count(spec),
+        )
+    else:
+        entry.update(
+            kind="update" if isinstance(spec, UpdateSpec) else "fixed",
+            edges=[],
+            ops=[],
+            choices=1,
+            arch_weights=0,
+            arch_weights_valid=0,
+        )
+    return entry
+
+
+def stats_dict(graph: CellGraph) -> dict:
+    """Every number ``essdsl stats`` shows, as JSON-ready data with the keys documented in README.md.
+
+    Raises :class:`StatsError` when the cell cannot be a language model (no input).
+    """
+    emb = embedding_params(graph)
+    dec = decoder_params(graph)
+    decoder_flops = 2 * graph.dims[graph.output] * graph.sizes["vocab"]
+    node_sizes = {key: node_size(graph, key) for key in graph.computed()}
+    cell_super = sum(s.params_supernet for s in node_sizes.values())
+    cell_min = sum(s.params_derived_min for s in node_sizes.values())
+    cell_max = sum(s.params_derived_max for s in node_sizes.values())
+    mixed = graph.mixed_nodes()
+    count = architecture_count(graph)
+    return {
+        "name": graph.name,
+        "kind": graph.kind,
+        "sizes": {"ninp": embedding_dim(graph), "nhid": graph.dims[graph.output], "vocab": graph.sizes["vocab"]},
+        "output": graph.output,
+        "architectures": count,
+        "architectures_log10": _log10(count),
+        "mixed_nodes": len(mixed),
+        "arch_weights": sum(p.numel for spec in mixed for p in arch_params(spec)),
+        "arch_weights_valid": sum(arch_entry_count(spec) for spec in mixed),
+        "params": {
+            "supernet": emb + dec + cell_super,
+            "derived_min": emb + dec + cell_min,
+            "derived_max": emb + dec + cell_max,
+            "embedding": emb,
+            "decoder": dec,
+            "decoder_tied": decoder_tied(graph),
+            "cell_supernet": cell_super,
+            "cell_derived_min": cell_min,
+            "cell_derived_max": cell_max,
+        },
+        "flops_per_token": {
+            "supernet": sum(s.flops_supernet for s in node_sizes.values()) + decoder_flops,
+            "derived_min": sum(s.flops_derived_min for s in node_sizes.values()) + decoder_flops,
+            "derived_max": sum(s.flops_derived_max for s in node_sizes.values()) + decoder_flops,
+            "decoder": decoder_flops,
+        },
+        "nodes": [_node_entry(graph, key, node_sizes[key]) for key in graph.computed()],
+    }
+
+
+__all__ = [
+    "StatsError",
+    "STATS_KEYS",
+    "PARAMS_KEYS",
+    "FLOPS_KEYS",
+    "NODE_KEYS",
+    "elementary_symmetric",
+    "node_architectures",
+    "architecture_count",
+    "embedding_params",
+    "decoder_params",
+    "node_size",
+    "stats_dict",
+]
