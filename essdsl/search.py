@@ -470,6 +470,10 @@ class Trainer:
         length = tokens.size(0)
         eta = self.lr * length / cfg.bptt
         self.model.train()
+        if self.hidden is None:  # a new epoch starts from zero states
+            self.hidden = self.model.init_hidden(cfg.batch_size)
+        if self.bilevel is not None and self.search_hidden is None:
+            self.search_hidden = self.model.init_hidden(cfg.batch_size)
         if self.bilevel is not None:
             if self.search_position + 1 + length > self.search_data.size(0):
                 self.search_position = 0
@@ -536,10 +540,6 @@ class Trainer:
             self._good_state = self.state_dict()
         rows = self.train_data.size(0)
         while self.epoch < cfg.epochs and not self._budget_spent():
-            if self.hidden is None:  # a new epoch starts from zero states
-                self.hidden = self.model.init_hidden(cfg.batch_size)
-            if cfg.search and self.search_hidden is None:
-                self.search_hidden = self.model.init_hidden(cfg.batch_size)
             while self.position < rows - 2 and not self._budget_spent():
                 t0 = time.time()
                 loss = self._train_step()
@@ -598,8 +598,9 @@ class Trainer:
         if valid_loss < self.best_valid:
             self.best_valid = valid_loss
             self.best_state = self._current_eval_weights()
-        if cfg.asgd and not self.asgd_active and len(self.valid_history) > cfg.nonmono:
-            if valid_loss > min(self.valid_history[: -cfg.nonmono]):
+        earlier = self.valid_history[: len(self.valid_history) - cfg.nonmono]
+        if cfg.asgd and not self.asgd_active and earlier:
+            if valid_loss > min(earlier):  # no better than nonmono epochs ago: valid stalled
                 self.asgd_active = True
                 self.w_opt = self._asgd()
                 record["switched_to_asgd"] = True
