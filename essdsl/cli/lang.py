@@ -17,7 +17,6 @@ from typing import List, Optional
 
 import typer
 
-from ..check import check_file
 from ..errors import Diagnostic, ParseError, Report
 from . import app
 from .common import fail, parse_sizes, print_report, summary_line
@@ -45,6 +44,8 @@ def check(
 
       essdsl check --nhid 850 --werror myspace.space
     """
+    from ..check import check_file  # imported here: pydantic/networkx cost ~0.3 s, --help needs neither
+
     sizes = parse_sizes(ninp, nhid, None)
     failed = False
     for path in files:
@@ -64,6 +65,8 @@ def check(
 # ----------------------------------------------------------------- helpers
 def _load(path: Path, sizes: dict, exit_code: int = 1):
     """Parse and check ``path``; print its diagnostics; exit ``exit_code`` on any error."""
+    from ..check import check_file
+
     graph, report = check_file(path, sizes)
     print_report(report)
     if not report.ok or graph is None:
