@@ -528,8 +528,8 @@ class _Generator:
             if comb == "sum":
                 values[comb] = f"{m}.sum(0)"
             elif comb == "mean":
-                denom = self.denom.get(s.name) if wsum is not None else None
-                values[comb] = f"({m}.sum(0) / {denom if denom else float(E)!r})"
+                denom = self.denom[s.name] if wsum is not None else repr(float(E))
+                values[comb] = f"({m}.sum(0) / {denom})"
             else:  # product of (1 - w_e + m_e); with weight 1 that is m_e
                 factors = f"(1.0 - {wsum} + {m})" if wsum is not None else m
                 if wsum is not None:
