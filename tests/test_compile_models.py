@@ -210,3 +210,14 @@ def test_cli_compile_writes_artifact_and_manifest(tmp_path):
     emitted = _cli("compile", str(ROOT / "genotypes/darts_v2.space"), "--emit-python", "-o", "x.pt", cwd=tmp_path)
     assert emitted.returncode == 0 and "class DartsV2Model(nn.Module)" in emitted.stdout
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_cli_compile_reference_writes_a_state_dict_the_generated_module_loads(tmp_path):
+    result = _cli("compile", str(ROOT / "spaces/darts_rnn.space"), "--ninp", "8", "--nhid", "8", "--vocab", "20",
+                  "--impl", "reference", "-o", "ref.pt", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "ref.manifest.json").read_text())
+    assert manifest["artifact"] == "state_dict" and manifest["implementation"] == "reference"
+    graph = load_graph(ROOT / "spaces/darts_rnn.space", sizes={"ninp": 8, "nhid": 8})
+    model = build_model(graph, ModelConfig(vocab=20))
+    model.load_state_dict(torch.load(tmp_path / "ref.pt"))

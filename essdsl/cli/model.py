@@ -1,6 +1,6 @@
 """Model commands: ``compile`` (a .space -> TorchScript artifact + manifest, or the generated source).
 
-torch is imported inside the commands only, so ``essdsl check`` stays fast.
+torch and the checker are imported inside the command only, so ``essdsl --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Optional
 
 import typer
 
-from ..check import check_file
 from . import app
 from .common import fail, parse_sizes, print_report
 
@@ -24,7 +23,9 @@ def compile_command(
     vocab: int = typer.Option(10000, help="vocabulary size of the language model"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="artifact path [default: build/<name>.pt]"),
     emit_python: bool = typer.Option(False, "--emit-python", help="print the generated module's source and write nothing"),
-    impl: str = typer.Option("generated", help="implementation to script: generated | reference"),
+    impl: str = typer.Option(
+        "generated", help="generated (TorchScript artifact) | reference (state dict of the edge-by-edge interpreter)"
+    ),
     discrete: bool = typer.Option(
         False, "--discrete", help="compile the discrete model (no batchnorm) instead of the search supernet"
     ),
@@ -38,6 +39,8 @@ def compile_command(
         fail(f"--impl must be 'generated' or 'reference', got {impl!r}")
     if vocab <= 0:
         fail(f"--vocab must be a positive integer, got {vocab}")
+    from ..check import check_file
+
     sizes = parse_sizes(ninp, nhid, None)
     start = time.perf_counter()
     graph, report = check_file(file, sizes)
@@ -47,7 +50,7 @@ def compile_command(
 
     from ..compile import ModelConfig, build_manifest, build_model, generate_source
     from ..compile.config import embedding_dim
-    from ..compile.manifest import save_artifact, save_manifest
+    from ..compile.manifest import save_artifact, save_manifest, save_state
 
     config = ModelConfig(vocab=vocab, search=not discrete)
     try:
@@ -60,10 +63,13 @@ def compile_command(
     model = build_model(graph, config, impl=impl)
     manifest = build_manifest(graph, config, model, path=file)
     manifest["implementation"] = impl
+    # The reference interpreter walks the graph in Python and is not TorchScript-able:
+    # its artifact is the state dict (same names as the generated module's).
+    manifest["artifact"] = "torchscript" if impl == "generated" else "state_dict"
     artifact = output or Path("build") / f"{graph.name}.pt"
     manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
     try:
-        save_artifact(model, artifact)
+        (save_artifact if impl == "generated" else save_state)(model, artifact)
         save_manifest(manifest, manifest_path)
     except OSError as exc:
         fail(f"cannot write {artifact}: {exc.strerror or exc}")
@@ -74,4 +80,5 @@ def compile_command(
         f"{file}: {what} '{graph.name}': {counts['total']:,} parameters "
         f"({counts['weights']:,} weights, {counts['arch']:,} architecture in {len(manifest['arch'])} tensors)"
     )
-    typer.echo(f"wrote {artifact} and {manifest_path} in {elapsed:.2f} s")
+    kind = "TorchScript module" if impl == "generated" else "state dict of the reference interpreter"
+    typer.echo(f"wrote {artifact} ({kind}) and {manifest_path} in {elapsed:.2f} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -116,24 +117,21 @@ def build_manifest(
     return manifest
 
 
+@contextlib.contextmanager
 def _quiet_jit(function: str):
     """Silence only the torch >= 2.10 deprecation warning of ``torch.jit.<function>``, only here."""
-    context = warnings.catch_warnings()
-    context.__enter__()
-    for category in (DeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", message=rf".*torch\.jit\.{function}.*deprecated", category=category)
-    return context
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", message=rf".*torch\.jit\.{function}.*deprecated", category=category)
+        yield
 
 
 def script_model(model):
     """``torch.jit.script`` with only its deprecation warning silenced."""
     import torch
 
-    context = _quiet_jit("script")
-    try:
+    with _quiet_jit("script"):
         return torch.jit.script(model)
-    finally:
-        context.__exit__(None, None, None)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -153,11 +151,17 @@ def save_artifact(model, path: Union[str, Path]) -> Path:
 
     scripted = model if isinstance(model, torch.jit.ScriptModule) else script_model(model)
     target = Path(path)
-    context = _quiet_jit("save")
-    try:
+    with _quiet_jit("save"):
         _atomic_write(target, lambda tmp: torch.jit.save(scripted, str(tmp)))
-    finally:
-        context.__exit__(None, None, None)
+    return target
+
+
+def save_state(model, path: Union[str, Path]) -> Path:
+    """``torch.save`` of the state dict, atomically (for the reference interpreter, which is not scriptable)."""
+    import torch
+
+    target = Path(path)
+    _atomic_write(target, lambda tmp: torch.save(model.state_dict(), str(tmp)))
     return target
 
 
