@@ -29,6 +29,11 @@ from .errors import Diagnostic, error
 
 DEFAULT_SIZES = {"ninp": 300, "nhid": 300, "vocab": 10000}
 
+# Bounds that keep a typo such as ``s1..s99999999`` or ``h[t-99999999..t-1]``
+# from making the resolver build (and report on) billions of names.
+MAX_RANGE = 10_000  # names or time steps one range may expand to
+MAX_WINDOW = 1_000  # time steps a declared window may reach back
+
 BUILTIN_DEFAULTS = {
     "transform": "highway",
     "combine": ("sum",),
@@ -275,6 +280,9 @@ class _Resolver:
         if item.timed:
             lo, hi = sorted((item.first_offset, item.last_offset))
             step = -1 if item.first_offset > item.last_offset else 1
+            if hi - lo + 1 > MAX_RANGE:
+                self.err(f"range '{item.first}[..]' spans {hi - lo + 1} time steps; at most {MAX_RANGE}", item.span, "bad-range")
+                return []
             offsets = list(range(item.first_offset, item.last_offset + step, step))
             keys = []
             for off in offsets:
@@ -294,6 +302,9 @@ class _Resolver:
         a, b = int(m1.group(2)), int(m2.group(2))
         if a > b:
             self.err(f"empty range '{item.first}..{item.last}': the first number is larger", item.span, "bad-range")
+            return []
+        if b - a + 1 > MAX_RANGE:
+            self.err(f"range '{item.first}..{item.last}' spans {b - a + 1} names; at most {MAX_RANGE}", item.span, "bad-range")
             return []
         keys = []
         for i in range(a, b + 1):
@@ -632,6 +643,9 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
                         "bad-window",
                     )
                     window = ir.Window(earliest=min(window.earliest, -1), latest=-1)
+            if window.earliest < -MAX_WINDOW:
+                r.err(f"a window may reach back at most {MAX_WINDOW} steps (t-{MAX_WINDOW})", st.window.span, "bad-window")
+                window = ir.Window(earliest=-MAX_WINDOW, latest=window.latest)
             table[st.name] = window
             size = r.size_of(st.dim)
             r.dims[st.name] = size if size is not None else 1
@@ -755,7 +769,8 @@ def infer_dims(graph: CellGraph) -> list[Diagnostic]:
         if isinstance(e, ELinear):
             for t in e.inputs:
                 dim_of(key, t)
-            return graph.sizes[e.dim_symbol] if e.dim_symbol else graph.width
+            # No state means no width (reported as no-state): the size is unknown.
+            return graph.sizes[e.dim_symbol] if e.dim_symbol else graph.dims.get(graph.output)
         if isinstance(e, EHighway):
             for t in e.inputs:
                 dim_of(key, t)
@@ -769,7 +784,8 @@ def infer_dims(graph: CellGraph) -> list[Diagnostic]:
         if isinstance(spec, MixedSpec):
             dims = {}
             for edge in spec.edges:
-                ds = [dag.nodes[s]["dim"] for s in edge.sources]
+                # A source whose own definition failed (already reported) has no node: size unknown.
+                ds = [dag.nodes[s]["dim"] if s in dag else None for s in edge.sources]
                 if None in ds:
                     continue
                 if len(set(ds)) > 1:
