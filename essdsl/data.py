@@ -293,10 +293,16 @@ def synthetic_corpus(seed: int = 0, **overrides) -> Corpus:
     return corpus
 
 
-def load_corpus(data: Optional[str], seed: int = 0) -> Corpus:
-    """``data`` a folder -> the text corpus in it; None -> the synthetic corpus for ``seed``."""
+def load_corpus(data: Optional[str], seed: int = 0, synthetic_tokens: Optional[int] = None) -> Corpus:
+    """``data`` a folder -> the text corpus in it; None -> the synthetic corpus for ``seed``
+    (``synthetic_tokens`` training tokens, valid and test each 2/15 of that)."""
     if data is None:
-        return synthetic_corpus(seed)
+        if synthetic_tokens is None:
+            return synthetic_corpus(seed)
+        if synthetic_tokens < 1000:
+            raise DataError(f"the synthetic corpus needs at least 1000 training tokens, got {synthetic_tokens}")
+        held_out = max(500, synthetic_tokens * 2 // 15)
+        return synthetic_corpus(seed, train=synthetic_tokens, valid=held_out, test=held_out)
     return load_text_corpus(data)
 
 

@@ -128,11 +128,11 @@ def _load_graph_text(text: str, path: str, sizes: dict):
         fail_space(exc)
 
 
-def _load_corpus(data: Optional[str], seed: int):
+def _load_corpus(data: Optional[str], seed: int, synthetic_tokens: Optional[int] = None):
     from ..data import DataError, load_corpus
 
     try:
-        return load_corpus(data, seed)
+        return load_corpus(data, seed, synthetic_tokens)
     except DataError as exc:
         fail(str(exc))
 
@@ -263,9 +263,10 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
             "run": run["run_id"],
             "epoch": int(record["epoch"]) if record else 0,
             "seed": int(run["seed"]),
-            "valid_ppl": round(float(record["valid_ppl"]), 3) if record else -1.0,
             "weights": retained_weights(choices),
         }
+        if record and math.isfinite(record["valid_ppl"]):
+            provenance["valid_ppl"] = round(float(record["valid_ppl"]), 3)
         text = genotype_text(space, choices, provenance)
     except (DeriveError, SpaceError) as exc:
         fail(f"cannot derive a genotype: {exc}")
@@ -338,6 +339,7 @@ def search(
     seed: int = typer.Option(0, "--seed", help="random seed (also seeds the synthetic corpus)"),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: 1 for nhid <= 128, else torch's default)"),
+    synthetic_tokens: Optional[int] = typer.Option(None, "--synthetic-tokens", help="training tokens of the built-in corpus when --data is omitted (default 60000)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<space-name>-<timestamp>)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder from its last checkpoint"),
     lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the model weights (default 20)"),
@@ -378,6 +380,7 @@ def search(
         if data is not None and (data_dir is None or Path(data).resolve() != Path(data_dir).resolve()):
             fail(f"refusing to resume: --data {data} is not the data this run used ({data_dir or 'the synthetic corpus'})")
         dropouts = run["dropouts"]
+        synthetic_tokens = run.get("synthetic_tokens")
     else:
         synthetic = data is None
         base = SYNTHETIC_SEARCH if synthetic else DARTS_SEARCH
@@ -412,7 +415,7 @@ def search(
     graph = _load_graph_text(space["text"], space["path"], sizes)
     space_name = graph.name
     _set_threads(threads, max(sizes.values()))
-    corpus = _load_corpus(data_dir, cfg.seed)
+    corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
     from ..derive import arch_summary
     from ..search import RunError, Trainer, atomic_write_text, data_fingerprint
 
@@ -436,6 +439,7 @@ def search(
             "dropouts": dropouts,
             "model_config": model_cfg.to_dict(),
             "data": data_dir,
+            "synthetic_tokens": synthetic_tokens,
             "data_fingerprint": fingerprint,
             "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
             "device": str(dev),
@@ -455,7 +459,7 @@ def search(
         device=dev,
         checkpoint_name=SEARCH_CHECKPOINT,
         describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)),
-        extra_state={"kind": "search", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir},
+        extra_state={"kind": "search", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir, "synthetic_tokens": synthetic_tokens},
     )
     if resume is not None:
         try:
@@ -518,6 +522,7 @@ def train(
     seed: int = typer.Option(0, "--seed", help="random seed"),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: 1 for nhid <= 128, else torch's default)"),
+    synthetic_tokens: Optional[int] = typer.Option(None, "--synthetic-tokens", help="training tokens of the built-in corpus when --data is omitted (default 60000)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<genotype-name>-<timestamp>)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the training run in this folder"),
     asgd: bool = typer.Option(False, "--asgd", help="switch to averaged SGD when the validation loss stalls (DARTS final training)"),
@@ -541,6 +546,7 @@ def train(
         cfg = RunConfig.from_dict(run["config"])
         data_dir = run.get("data")
         dropouts = run["dropouts"]
+        synthetic_tokens = run.get("synthetic_tokens")
     else:
         synthetic = data is None
         base = SYNTHETIC_TRAIN if synthetic else DARTS_TRAIN
@@ -564,7 +570,7 @@ def train(
     _set_threads(threads, max(sizes.values()))
     if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
-    corpus = _load_corpus(data_dir, cfg.seed)
+    corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"])
     fingerprint = data_fingerprint(corpus)
     if resume is None:
@@ -582,6 +588,7 @@ def train(
             "dropouts": dropouts,
             "model_config": model_cfg.to_dict(),
             "data": data_dir,
+            "synthetic_tokens": synthetic_tokens,
             "data_fingerprint": fingerprint,
             "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
             "device": str(dev),
@@ -598,7 +605,7 @@ def train(
         manifest=model_manifest,
         device=dev,
         checkpoint_name=TRAIN_CHECKPOINT,
-        extra_state={"kind": "train", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir},
+        extra_state={"kind": "train", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir, "synthetic_tokens": synthetic_tokens},
     )
     if resume is not None:
         try:
@@ -648,7 +655,7 @@ def evaluate(
         fail(f"{checkpoint} lacks the model description (space, sizes); it was not written by essdsl train/search")
     data_dir = data if data is not None else state.get("data")
     seed = int(state.get("config", {}).get("seed", 0))
-    corpus = _load_corpus(data_dir, seed)
+    corpus = _load_corpus(data_dir, seed, state.get("synthetic_tokens") if data is None else None)
     if corpus.vocab != model_cfg["vocab"]:
         fail(f"the data has a vocabulary of {corpus.vocab} words but the model was trained with {model_cfg['vocab']}")
     graph = _load_graph_text(text, path, sizes)
