@@ -35,8 +35,12 @@ def check_graph(graph: CellGraph) -> list[Diagnostic]:
             if keyset in reported:
                 continue
             reported.add(keyset)
+            # networkx starts a cycle at an arbitrary node; start it at the one
+            # written first so the message is the same on every run.
+            first = min(cycle, key=lambda k: ((span_of(k).line, span_of(k).column) if span_of(k) else (10**9, 0), k))
+            start = cycle.index(first)
+            cycle = cycle[start:] + cycle[:start]
             ring = " -> ".join(cycle + [cycle[0]])
-            first = min(cycle, key=lambda k: (span_of(k).line if span_of(k) else 10**9))
             diags.append(
                 error(
                     f"cycle within one time step: {ring} (a node may read earlier time steps only through a state's [t-k] value)",

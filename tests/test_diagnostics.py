@@ -1,0 +1,123 @@
+"""Golden diagnostics: one small bad file per diagnostic code.
+
+Each ``tests/golden/CODE[-N].space`` starts with one or more lines
+``# expect: LINE:COL: SEVERITY: MESSAGE-SUBSTRING``.  Checking the file must
+produce exactly those errors (every error expected, each at its exact
+position), plus any expected warnings; the first expectation must carry the
+code the file is named after.  A final test reads the parser, resolver and
+checker sources and fails when a diagnostic code has no golden file.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from essdsl.check import check_file
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN_FILES = sorted(GOLDEN.glob("*.space"))
+EXPECT = re.compile(r"# expect: (\d+):(\d+): (error|warning|note): (.+)")
+
+# Values of ``f"bad-{a.name}"`` in graph.py: the attributes validated against a fixed list.
+ATTRIBUTE_CODES = {"bad-transform", "bad-select", "bad-norm"}
+# Codes that need something other than a file's contents; each is tested below.
+NOT_FILE_CODES = {"io"}
+
+
+def golden_code(path: Path) -> str:
+    return re.sub(r"-\d+$", "", path.stem)
+
+
+def expectations(path: Path) -> list[tuple[int, int, str, str]]:
+    found = []
+    for raw in path.read_bytes().split(b"\n"):
+        line = raw.decode("utf-8", errors="replace")
+        match = EXPECT.fullmatch(line.rstrip())
+        if not match:
+            break
+        found.append((int(match.group(1)), int(match.group(2)), match.group(3), match.group(4)))
+    return found
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.name)
+def test_golden_file(path: Path):
+    expected = expectations(path)
+    assert expected, f"{path.name} has no '# expect:' first line"
+    _, report = check_file(path)
+    remaining = list(report.diagnostics)
+    for index, (line, column, severity, substring) in enumerate(expected):
+        match = next(
+            (
+                d
+                for d in remaining
+                if d.line == line and d.column == column and d.severity == severity and substring in d.message
+            ),
+            None,
+        )
+        assert match is not None, (
+            f"{path.name}: no {severity} at {line}:{column} containing {substring!r}; got:\n{report.render()}"
+        )
+        if index == 0:
+            assert match.code == golden_code(path), f"{path.name}: expected code {golden_code(path)}, got {match.code}"
+        remaining.remove(match)
+    unexpected = [d for d in remaining if d.severity == "error"]
+    assert not unexpected, f"{path.name}: unexpected errors {unexpected}"
+
+
+def _call_name(node: ast.Call) -> str:
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return ""
+
+
+def source_codes() -> set[str]:
+    """Every diagnostic code the front end can emit, read from its source."""
+    codes: set[str] = set()
+    for name in ("parse.py", "graph.py", "check.py"):
+        tree = ast.parse((ROOT / "essdsl" / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            called = _call_name(node)
+            code_node = None
+            for keyword in node.keywords:
+                if keyword.arg == "code":
+                    code_node = keyword.value
+            if code_node is None and called in ("err", "error", "warning") and len(node.args) >= 3:
+                code_node = node.args[2]
+            if code_node is None or isinstance(code_node, ast.Name):
+                continue  # no code, or a helper passing its own ``code`` parameter on
+            if isinstance(code_node, ast.Constant) and isinstance(code_node.value, str):
+                codes.add(code_node.value)
+            elif isinstance(code_node, ast.JoinedStr) and ast.unparse(code_node) == "f'bad-{a.name}'":
+                codes |= ATTRIBUTE_CODES
+            else:
+                raise AssertionError(f"{name}: a diagnostic code this test cannot read: {ast.unparse(code_node)}")
+    return codes
+
+
+def test_every_diagnostic_code_has_a_golden_file():
+    codes = source_codes()
+    assert {"syntax", "cycle", "undefined-name", "flat-softmax"} <= codes  # the reader works
+    covered = {golden_code(p) for p in GOLDEN_FILES} | NOT_FILE_CODES
+    missing = sorted(codes - covered)
+    assert not missing, f"diagnostic codes without a golden file in tests/golden: {missing}"
+    stale = sorted({golden_code(p) for p in GOLDEN_FILES} - codes)
+    assert not stale, f"golden files for codes the source no longer emits: {stale}"
+
+
+def test_io_code_for_missing_file_and_directory(tmp_path: Path):
+    _, report = check_file(tmp_path / "missing.space")
+    assert [d.code for d in report.diagnostics] == ["io"]
+    assert "no such file" in report.diagnostics[0].message
+    _, report = check_file(tmp_path)
+    assert [d.code for d in report.diagnostics] == ["io"]
+    assert "directory" in report.diagnostics[0].message

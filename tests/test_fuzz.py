@@ -1,0 +1,156 @@
+"""Fuzzing the front end: whatever the input, ``check_text`` returns a Report and never raises.
+
+Three sources of input: random bytes, random text, and random character- or
+token-level mutations of the shipped spaces and genotypes (which reach far
+deeper into the resolver and checker than random text does).  Every error
+diagnostic for non-empty text must point at a line, so the CLI can show it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from essdsl.check import check_text
+from essdsl.errors import Report
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "spaces").glob("*.space")) + sorted((ROOT / "genotypes").glob("*.space"))
+SHIPPED_TEXTS = [p.read_text(encoding="utf-8") for p in SHIPPED]
+
+# Pieces of the language that mutations splice in, so that many mutants still parse.
+TOKENS = [
+    "space", "genotype", "ops", "defaults", "provenance", "cell", "input", "state", "node", "mix",
+    "from", "output", "pairs", "transform", "combine", "select", "keep", "norm", "dim",
+    "highway", "project", "linear", "mean", "tanh", "relu", "sigmoid", "identity", "zero", "neg",
+    "sum", "product", "edge_softmax", "node_softmax", "batchnorm", "none",
+    "s0", "s1", "s9", "h", "c", "x", "ninp", "nhid", "vocab", "rnn_ops",
+    "t", "t-1", "t-9", "[t]", "[t-1]", "[t-3..t-1]", "[t-1..t]", "..", "0", "1", "2", "-1", "1e999",
+    "{", "}", "(", ")", "[", "]", ",", "=", ":", "*", "+", "-", "#", '"', "\n", " ",
+    "h[t]", "h[t-1]", "x[t]", "s0..s3", "carry = h[t-1]", "dim = nhid", "keep 9", "\x00", "\ufeff",
+]
+TOKEN_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|\.\.|#[^\n]*|\s+|.", re.DOTALL)
+
+FUZZ_SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def assert_reported(source) -> None:
+    graph, report = check_text(source, "<fuzz>")
+    assert isinstance(report, Report)
+    report.render()  # rendering with the source line and caret must not fail either
+    text = source.decode("utf-8", errors="replace") if isinstance(source, bytes) else source
+    if text.strip():
+        for diagnostic in report.diagnostics:
+            if diagnostic.severity == "error":
+                assert diagnostic.line >= 1, f"error without a line: {diagnostic}"
+    if not report.ok:
+        return
+    assert graph is not None
+
+
+@FUZZ_SETTINGS
+@given(st.binary(max_size=400))
+def test_random_bytes_never_raise(data):
+    assert_reported(data)
+
+
+@FUZZ_SETTINGS
+@given(st.text(max_size=300))
+def test_random_text_never_raises(text):
+    assert_reported(text)
+
+
+@FUZZ_SETTINGS
+@given(st.lists(st.sampled_from(TOKENS), max_size=60).map(" ".join))
+def test_random_token_soup_never_raises(text):
+    assert_reported(text)
+
+
+def _mutate_characters(data: st.DataObject, text: str) -> str:
+    for _ in range(data.draw(st.integers(1, 6), label="mutations")):
+        if not text:
+            break
+        position = data.draw(st.integers(0, len(text) - 1), label="position")
+        action = data.draw(st.sampled_from(["delete", "insert", "duplicate", "swap"]), label="action")
+        if action == "delete":
+            length = data.draw(st.integers(1, 12))
+            text = text[:position] + text[position + length :]
+        elif action == "insert":
+            piece = data.draw(st.one_of(st.sampled_from(TOKENS), st.characters()))
+            text = text[:position] + piece + text[position:]
+        elif action == "duplicate":
+            length = data.draw(st.integers(1, 40))
+            text = text[: position + length] + text[position : position + length] + text[position + length :]
+        else:
+            other = data.draw(st.integers(0, len(text) - 1), label="other")
+            i, j = sorted((position, other))
+            if i != j:
+                text = text[:i] + text[j] + text[i + 1 : j] + text[i] + text[j + 1 :]
+    return text
+
+
+def _mutate_tokens(data: st.DataObject, text: str) -> str:
+    tokens = TOKEN_PATTERN.findall(text)
+    for _ in range(data.draw(st.integers(1, 5), label="mutations")):
+        if not tokens:
+            break
+        position = data.draw(st.integers(0, len(tokens) - 1), label="position")
+        action = data.draw(st.sampled_from(["delete", "insert", "duplicate", "swap", "replace"]), label="action")
+        if action == "delete":
+            del tokens[position]
+        elif action == "insert":
+            tokens.insert(position, data.draw(st.sampled_from(TOKENS)))
+        elif action == "duplicate":
+            length = data.draw(st.integers(1, 30))
+            tokens[position:position] = tokens[position : position + length]
+        elif action == "replace":
+            tokens[position] = data.draw(st.sampled_from(TOKENS))
+        else:
+            other = data.draw(st.integers(0, len(tokens) - 1), label="other")
+            tokens[position], tokens[other] = tokens[other], tokens[position]
+    return "".join(tokens)
+
+
+@FUZZ_SETTINGS
+@given(st.data())
+def test_character_mutations_of_shipped_files_never_raise(data):
+    text = data.draw(st.sampled_from(SHIPPED_TEXTS), label="file")
+    assert_reported(_mutate_characters(data, text))
+
+
+@FUZZ_SETTINGS
+@given(st.data())
+def test_token_mutations_of_shipped_files_never_raise(data):
+    text = data.draw(st.sampled_from(SHIPPED_TEXTS), label="file")
+    assert_reported(_mutate_tokens(data, text))
+
+
+@FUZZ_SETTINGS
+@given(st.data())
+def test_mutated_bytes_of_shipped_files_never_raise(data):
+    raw = bytearray(data.draw(st.sampled_from(SHIPPED_TEXTS), label="file").encode("utf-8"))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] = data.draw(st.integers(0, 255))
+    assert_reported(bytes(raw))
+
+
+def test_shipped_files_check_clean():
+    for path, text in zip(SHIPPED, SHIPPED_TEXTS):
+        _, report = check_text(text, str(path))
+        assert report.ok, report.render()
+
+
+def test_deep_nesting_is_a_diagnostic_not_a_crash():
+    depth = 3000
+    text = "space deep\ncell {\n  input x : ninp\n  state h[t-1] : nhid\n  h[t] = " + "tanh(" * depth + "x" + ")" * depth + "\n}\n"
+    _, report = check_text(text)
+    assert not report.ok
+    assert all(d.line >= 1 for d in report.diagnostics)
