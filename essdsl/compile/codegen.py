@@ -259,6 +259,8 @@ class _Generator:
         w("    return like.new_empty(shape).bernoulli_(1.0 - p) / (1.0 - p)")
         w()
         self.forward(w, tied, out_dim)
+        w()
+        w.lines.extend(self.step_lines)
         w.dedent()
         return "\n".join(w.lines) + "\n"
 
@@ -305,34 +307,28 @@ class _Generator:
                 w(f"{var} = hidden[{i}][{j}]")
         self.per_forward(w)
         w()
+        arch_vars = self.per_forward_vars()
+        w(f"arch: List[Tensor] = [{', '.join(arch_vars)}]")
+        w(f"masks: List[Tensor] = [{', '.join(state_mask[n] for n in g.states)}]")
         w("outputs: List[Tensor] = []")
         w("for t in range(T):")
         w.indent()
-        for key in g.order():
-            spec = g.spec(key)
-            if isinstance(spec, Stream):
-                if spec.kind == "input":
-                    w(f"{self.value[key]} = {inp[spec.name]}[t + {depth_of[spec.name] + spec.offset}]")
-                else:
-                    w(f"{self.value[key]} = {carried[spec.name][-spec.offset - 1]} * {state_mask[spec.name]}")
-        for key in g.computed():
-            spec = g.spec(key)
-            if isinstance(spec, MixedSpec):
-                self.mixed_step(w, spec)
-            else:
-                label = f"state {spec.name}" if isinstance(spec, UpdateSpec) else "node"
-                w(f"# {key} ({label})")
-                expr = self.expr(w, spec.expr, key)
-                w(f"{self.value[key]} = {_strip(expr)}")
+        input_keys = [k for k in g.order() if isinstance(g.spec(k), Stream) and g.spec(k).kind == "input"]
+        past_keys = [k for k in g.order() if isinstance(g.spec(k), Stream) and g.spec(k).kind == "past"]
+        xs = ", ".join(f"{inp[g.spec(k).name]}[t + {depth_of[g.spec(k).name] + g.spec(k).offset}]" for k in input_keys)
+        pasts = ", ".join(carried[g.spec(k).name][-g.spec(k).offset - 1] for k in past_keys)
+        new_values = names.get("new_states")
+        w(f"{new_values} = self.step([{xs}], [{pasts}], masks, arch)")
         w("# advance the windows")
-        for name in g.states:
+        for i, name in enumerate(g.states):
             chain = carried[name]
             for j in range(len(chain) - 1, 0, -1):
                 w(f"{chain[j]} = {chain[j - 1]}")
-            w(f"{chain[0]} = {self.value[f'{name}[t]']}")
+            w(f"{chain[0]} = {new_values}[{i}]")
         w(f"outputs.append({carried[g.output][0]})")
         w.dedent()
         w()
+        self.step_lines = self.step_method(input_keys, past_keys, arch_vars, list(state_mask.values()))
         w("output = torch.stack(outputs)")
         w("if self.training and self.dropout > 0:  # locked dropout on the outputs")
         w(f"    output = output * self._mask([1, B, {out_dim}], self.dropout, output)")
@@ -348,6 +344,45 @@ class _Generator:
                 parts.append(f"{seq[s.stream]}[{seq[s.stream]}.size(0) - {s.depth}:].flip(0)")
         w(f"return logits, [{', '.join(parts)}]")
         w.dedent()
+
+    def per_forward_vars(self) -> list[str]:
+        """Locals computed once per forward that the time step reads, in a fixed order."""
+        return list(
+            dict.fromkeys(
+                list(self.theta.values())
+                + list(self.wsum.values())
+                + list(self.denom.values())
+                + list(self.phi.values())
+                + list(self.wstack.values())
+            )
+        )
+
+    def step_method(self, input_keys: list[str], past_keys: list[str], arch_vars: list[str], mask_vars: list[str]) -> list[str]:
+        """One time step of the cell as its own method, so it can run under torch.compile."""
+        g = self.g
+        w = _Writer()
+        w.indent()
+        w("def step(self, xs: List[Tensor], past: List[Tensor], masks: List[Tensor], arch: List[Tensor]) -> List[Tensor]:")
+        w.indent()
+        w('"""One time step: inputs at their offsets, past states (newest first per state), masks, arch weights."""')
+        for i, key in enumerate(input_keys):
+            w(f"{self.value[key]} = xs[{i}]")
+        mask_index = {name: i for i, name in enumerate(g.states)}
+        for i, key in enumerate(past_keys):
+            w(f"{self.value[key]} = past[{i}] * masks[{mask_index[g.spec(key).name]}]")
+        for i, var in enumerate(arch_vars):
+            w(f"{var} = arch[{i}]")
+        for key in g.computed():
+            spec = g.spec(key)
+            if isinstance(spec, MixedSpec):
+                self.mixed_step(w, spec)
+            else:
+                label = f"state {spec.name}" if isinstance(spec, UpdateSpec) else "node"
+                w(f"# {key} ({label})")
+                expr = self.expr(w, spec.expr, key)
+                w(f"{self.value[key]} = {_strip(expr)}")
+        w(f"return [{', '.join(self.value[f'{name}[t]'] for name in g.states)}]")
+        return w.lines
 
     def per_forward(self, w: _Writer) -> None:
         """Architecture weights: every softmax once per forward call."""

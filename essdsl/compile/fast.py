@@ -1,0 +1,102 @@
+"""The fast paths of a generated model: one time step under ``torch.compile``,
+bf16 autocast, CUDA graphs on GPU, and a measurement of activation memory.
+
+The generated module computes its time loop in ``forward`` and one time step in
+``step``; :func:`compile_step` puts only ``step`` under ``torch.compile`` (the
+loop stays in Python, so the variable BPTT length never triggers a
+recompilation).  The eager module is untouched: ``torch.jit.script`` and
+``state_dict`` see the same module as before, and :func:`uncompile_step`
+returns to eager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class CompileInfo:
+    mode: str
+    cold_seconds: float = 0.0  # time of the first (compiling) call, filled by the first step
+
+
+def compile_step(model, mode: str = "default") -> CompileInfo:
+    """Compile ``model.step`` with ``torch.compile`` (``mode``: default, reduce-overhead,
+    max-autotune).  Returns a :class:`CompileInfo` whose ``cold_seconds`` is set by
+    the first call.  Torch caches compiled code between runs (inductor's FX graph
+    cache), so the next run with the same shapes starts faster."""
+    if not hasattr(type(model), "step"):
+        raise TypeError("only generated models have a step() to compile (use impl='generated')")
+    info = CompileInfo(mode=mode)
+    compiled = torch.compile(type(model).step.__get__(model), mode=mode, dynamic=False, fullgraph=False)
+    state = {"first": True}
+
+    def step(xs, past, masks, arch):
+        if state["first"]:
+            start = time.perf_counter()
+            out = compiled(xs, past, masks, arch)
+            info.cold_seconds = time.perf_counter() - start
+            state["first"] = False
+            return out
+        return compiled(xs, past, masks, arch)
+
+    model.step = step  # instance attribute: forward's self.step(...) finds it first
+    model._essdsl_compile_info = info
+    return info
+
+
+def uncompile_step(model) -> None:
+    """Back to the eager step (e.g. before ``torch.jit.script`` or pickling)."""
+    for attr in ("step", "_essdsl_compile_info"):
+        if attr in model.__dict__:
+            del model.__dict__[attr]
+
+
+def is_compiled(model) -> bool:
+    return "step" in model.__dict__
+
+
+def autocast(device: str, enabled: bool):
+    """bf16 autocast for matmuls; parameters (architecture weights included) stay fp32."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+class SavedActivations:
+    """Counts the bytes autograd saves for backward (distinct storages), i.e. the
+    activation memory of a training step, on any device::
+
+        with SavedActivations() as saved:
+            loss = model(...)
+        saved.bytes
+    """
+
+    def __init__(self):
+        self.bytes = 0
+        self._seen: set = set()
+        self._hooks = None
+
+    def _pack(self, tensor):
+        try:
+            storage = tensor.untyped_storage()
+            key = (storage.data_ptr(), tensor.device)
+            if key not in self._seen and storage.data_ptr() != 0:
+                self._seen.add(key)
+                self.bytes += storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # e.g. tensors without storage
+            pass
+        return tensor
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+        return False
