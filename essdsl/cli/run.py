@@ -137,7 +137,16 @@ def _load_corpus(data: Optional[str], seed: int, synthetic_tokens: Optional[int]
         fail(str(exc))
 
 
-def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_text: Optional[str] = None):
+def _compile_mode(enabled: bool, device) -> Optional[str]:
+    """torch.compile mode for the time step: CUDA graphs on GPU, inductor's default on CPU."""
+    if not enabled:
+        return None
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_text: Optional[str] = None, compile_mode: Optional[str] = None):
+    """The generated model, its manifest and config; with a ``compile_mode`` one time
+    step runs under torch.compile (the manifest and weights are the same)."""
     import torch
 
     try:
@@ -148,6 +157,10 @@ def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_te
     cfg = ModelConfig(vocab=vocab, search=search, **dropouts)
     model = build_model(graph, cfg, impl="generated")
     manifest = build_manifest(graph, cfg, model, source_text=source_text)
+    if compile_mode is not None:
+        from ..compile.fast import compile_step
+
+        compile_step(model, mode=compile_mode, report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
     return model, manifest, cfg
 
 
@@ -352,6 +365,7 @@ def search(
     dropoutx: Optional[float] = typer.Option(None, "--dropoutx", help="dropout on inputs entering the cell (default 0.75 / 0.1)"),
     dropouti: Optional[float] = typer.Option(None, "--dropouti", help="dropout on the embedded inputs (default 0.2 / 0.05)"),
     dropoute: Optional[float] = typer.Option(None, "--dropoute", help="embedding-row dropout (default 0)"),
+    compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
 ) -> None:
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
     if order not in ("first", "second"):
@@ -419,7 +433,7 @@ def search(
     from ..derive import arch_summary
     from ..search import RunError, Trainer, atomic_write_text, data_fingerprint
 
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"])
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
     if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
         fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
     fingerprint = data_fingerprint(corpus)
@@ -526,6 +540,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<genotype-name>-<timestamp>)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the training run in this folder"),
     asgd: bool = typer.Option(False, "--asgd", help="switch to averaged SGD when the validation loss stalls (DARTS final training)"),
+    compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
 ) -> None:
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
     for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size), ("--bptt", bptt)):
@@ -571,7 +586,7 @@ def train(
     if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"])
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
     fingerprint = data_fingerprint(corpus)
     if resume is None:
         run_dir = out or Path("runs") / _run_id(graph.name)

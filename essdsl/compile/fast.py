@@ -24,23 +24,37 @@ class CompileInfo:
     cold_seconds: float = 0.0  # time of the first (compiling) call, filled by the first step
 
 
-def compile_step(model, mode: str = "default") -> CompileInfo:
+def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
     """Compile ``model.step`` with ``torch.compile`` (``mode``: default, reduce-overhead,
     max-autotune).  Returns a :class:`CompileInfo` whose ``cold_seconds`` is set by
     the first call.  Torch caches compiled code between runs (inductor's FX graph
-    cache), so the next run with the same shapes starts faster."""
+    cache), so the next run with the same shapes starts faster.
+
+    If compilation fails (no C++ compiler, an unsupported op), the model falls
+    back to its eager step and ``report`` (a callable taking a message) says so;
+    ``report`` also gets the cold compile time once."""
     if not hasattr(type(model), "step"):
         raise TypeError("only generated models have a step() to compile (use impl='generated')")
     info = CompileInfo(mode=mode)
-    compiled = torch.compile(type(model).step.__get__(model), mode=mode, dynamic=False, fullgraph=False)
+    eager = type(model).step.__get__(model)
+    compiled = torch.compile(eager, mode=mode, fullgraph=False)
     state = {"first": True}
 
     def step(xs, past, masks, arch):
         if state["first"]:
             start = time.perf_counter()
-            out = compiled(xs, past, masks, arch)
+            try:
+                out = compiled(xs, past, masks, arch)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: run eager instead
+                uncompile_step(model)
+                if report is not None:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    report(f"torch.compile failed ({first[:200]}); running the eager step instead (--no-compile skips the attempt)")
+                return eager(xs, past, masks, arch)
             info.cold_seconds = time.perf_counter() - start
             state["first"] = False
+            if report is not None:
+                report(f"compiled one time step with torch.compile in {info.cold_seconds:.1f} s (cached for later runs; --no-compile to skip)")
             return out
         return compiled(xs, past, masks, arch)
 

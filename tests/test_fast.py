@@ -1,0 +1,92 @@
+"""The fast paths compute what the eager generated module computes.
+
+torch.compile of one time step: same logits, hidden state and gradients (arch
+weights included) as the eager step, and the eager module is back after
+uncompile_step.  bf16 autocast keeps architecture weights in fp32.
+SavedActivations counts the bytes autograd keeps for backward.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from essdsl.check import load_graph
+from essdsl.compile import ModelConfig, build_model
+from essdsl.compile.fast import SavedActivations, autocast, compile_step, is_compiled, uncompile_step
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_DROPOUT = dict(dropout=0, dropouth=0, dropoutx=0, dropouti=0, dropoute=0)
+
+
+def _model(space: str, seed: int = 0):
+    torch.manual_seed(seed)
+    graph = load_graph(ROOT / space, {"ninp": 8, "nhid": 8})
+    model = build_model(graph, ModelConfig(vocab=20, search=True, **NO_DROPOUT)).train()
+    with torch.no_grad():
+        for p in model.arch_parameters():
+            p.normal_(0, 1.5)
+    return model
+
+
+def _run(model, tokens):
+    model.zero_grad(set_to_none=True)
+    logits, hidden = model(tokens, model.init_hidden(tokens.size(1)))
+    logits.square().mean().backward()
+    return logits.detach(), [h.detach() for h in hidden], {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_compiled_step_matches_eager():
+    # float64: fused kernels reassociate sums, and BatchNorm over a batch of 3
+    # amplifies float32 rounding to ~1e-6; in float64 any real difference shows.
+    torch.manual_seed(1)
+    tokens = torch.randint(0, 20, (4, 5))
+    eager = _model("spaces/ess_joint.space").double()
+    fast = _model("spaces/ess_joint.space").double()
+    fast.load_state_dict(eager.state_dict())
+    messages = []
+    info = compile_step(fast, report=messages.append)
+    assert is_compiled(fast)
+    expected = _run(eager, tokens)
+    got = _run(fast, tokens)
+    assert info.cold_seconds > 0 or any("failed" in m for m in messages), messages
+    torch.testing.assert_close(got[0], expected[0], atol=1e-10, rtol=1e-8)
+    for a, b in zip(got[1], expected[1]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+    for name, grad in expected[2].items():
+        torch.testing.assert_close(got[2][name], grad, atol=1e-10, rtol=1e-7, msg=name)
+    uncompile_step(fast)
+    assert not is_compiled(fast)
+
+
+def test_compile_step_rejects_reference_interpreter():
+    graph = load_graph(ROOT / "genotypes/gru.space", {"ninp": 8, "nhid": 8})
+    reference = build_model(graph, ModelConfig(vocab=20, search=False, **NO_DROPOUT), impl="reference")
+    with pytest.raises(TypeError, match="generated"):
+        compile_step(reference)
+
+
+def test_bf16_autocast_keeps_arch_weights_fp32_and_stays_close():
+    model = _model("spaces/darts_rnn.space")
+    tokens = torch.randint(0, 20, (4, 3))
+    reference, _ = model(tokens, model.init_hidden(3))
+    with autocast("cpu", True):
+        low, _ = model(tokens, model.init_hidden(3))
+    assert all(p.dtype == torch.float32 for p in model.arch_parameters())
+    assert low.dtype == torch.bfloat16
+    # bf16 has 8 bits of mantissa: logits agree to about 1e-2
+    torch.testing.assert_close(low.float(), reference, atol=5e-2, rtol=5e-2)
+
+
+def test_saved_activations_counts_bytes_kept_for_backward():
+    weight = torch.randn(64, 32, requires_grad=True)
+    x = torch.randn(16, 64)
+    with SavedActivations() as saved:
+        y = torch.tanh(x @ weight)  # mm saves x (weight's gradient needs it); tanh saves its output
+    y.sum().backward()
+    expected = x.numel() * 4 + y.numel() * 4
+    assert saved.bytes == expected
+    with SavedActivations() as none_saved:
+        with torch.no_grad():
+            torch.tanh(x @ weight)
+    assert none_saved.bytes == 0
