@@ -322,7 +322,90 @@ def stats_dict(graph: CellGraph) -> dict:
     }
 
 
+# ----------------------------------------------------------------- memory
+# Floats autograd keeps per token for one node, read off the generated code
+# (DESIGN.md §5) and checked against a measurement by bench/supernet_step.py:
+# a highway mixed node keeps its stacked sources (E·d), the matmul output (2·E·d),
+# σ(c) (E·d), one output per saturating op (tanh/relu/sigmoid: E·d each) and the
+# mixture difference (E·d); BatchNorm keeps about 3·d.
+_SAVING_OPS = {"tanh", "relu", "sigmoid"}
+MEMORY_KEYS = ("batch_size", "bptt", "order", "activations_bytes", "parameters_bytes", "gradients_bytes",
+               "optimizer_bytes", "unrolled_bytes", "total_bytes")
+
+
+def _expr_saved_floats(e: RExpr, graph: CellGraph) -> int:
+    """Floats a fixed expression keeps per token: each matmul's inputs and outputs, each activation's output."""
+    if isinstance(e, ELinear):
+        fan_out = graph.sizes[e.dim_symbol] if e.dim_symbol else graph.width
+        return sum(expr_dim(t, graph) for t in e.inputs) + fan_out + sum(_expr_saved_floats(t, graph) for t in e.inputs)
+    if isinstance(e, EHighway):
+        inner = sum(_expr_saved_floats(t, graph) for t in e.inputs) + _expr_saved_floats(e.carry, graph)
+        return sum(expr_dim(t, graph) for t in e.inputs) + 5 * expr_dim(e.carry, graph) + inner
+    if isinstance(e, EApply):
+        return expr_dim(e, graph) + _expr_saved_floats(e.arg, graph)
+    if isinstance(e, ECombine):
+        extra = expr_dim(e, graph) * len(e.terms) if e.combiner == "product" else 0
+        return extra + sum(_expr_saved_floats(t, graph) for t in e.terms)
+    return 0
+
+
+def node_saved_floats(graph: CellGraph, key: str, search: bool = True) -> int:
+    """Floats kept for backward per token by one computed node of the supernet."""
+    spec = graph.spec(key)
+    if not isinstance(spec, MixedSpec):
+        return _expr_saved_floats(spec.expr, graph)
+    d = graph.dim(key)
+    E = len(spec.edges)
+    saving = sum(1 for op in spec.op_names if op in _SAVING_OPS)
+    pairs = sum(d for e in spec.edges if len(e.sources) > 1)
+    if spec.transform == "highway":
+        floats = E * d * (4 + saving + (1 if spec.has_op_choice else 0)) + pairs
+    else:
+        fan_in = sum(_edge_fan_in(graph, spec, i) for i in range(E))
+        floats = fan_in + E * d * (1 + saving + (1 if spec.has_op_choice else 0)) + pairs
+    if "product" in spec.combine:
+        floats += 2 * E * d
+    if search and spec.norm == "batchnorm":
+        floats += 3 * d
+    return floats
+
+
+def memory_estimate(graph: CellGraph, batch_size: int, bptt: int, order: str = "first") -> dict:
+    """Peak memory of one search step (fp32), estimated from the IR without torch.
+
+    activations: floats kept for backward per token (embedding, every node, the
+    decoder's input and the logits with their log-softmax) × batch × bptt × 4 bytes;
+    parameters and their gradients; Adam's two moments for the architecture
+    weights (SGD on weights keeps no state); second order adds the unrolled
+    weights, a backup and the finite-difference gradient (3 × weights).
+    """
+    sizes = stats_dict(graph)
+    weights = sizes["params"]["supernet"]
+    arch = sizes["arch_weights"]
+    per_token = embedding_dim(graph) * 2 + graph.dims[graph.output] * 2 + 2 * graph.sizes["vocab"]
+    per_token += sum(node_saved_floats(graph, key) for key in graph.computed())
+    activations = 4 * per_token * batch_size * bptt
+    parameters = 4 * (weights + arch)
+    gradients = parameters
+    optimizer = 4 * 2 * arch
+    unrolled = 4 * 3 * weights if order == "second" else 0
+    return {
+        "batch_size": batch_size,
+        "bptt": bptt,
+        "order": order,
+        "activations_bytes": activations,
+        "parameters_bytes": parameters,
+        "gradients_bytes": gradients,
+        "optimizer_bytes": optimizer,
+        "unrolled_bytes": unrolled,
+        "total_bytes": activations + parameters + gradients + optimizer + unrolled,
+    }
+
+
 __all__ = [
+    "memory_estimate",
+    "node_saved_floats",
+    "MEMORY_KEYS",
     "StatsError",
     "STATS_KEYS",
     "PARAMS_KEYS",

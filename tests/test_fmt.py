@@ -425,3 +425,13 @@ def test_random_comments_survive(space, rng: random.Random, count: int):
     assert comment_texts(formatted) == comment_texts(text) == sorted(f"# note {n}" for n in range(count))
     assert same_ir(parse_space(text), parse_space(formatted))
     assert format_text(formatted) == formatted, f"{text}\n---\n{formatted}"
+
+
+def test_shipped_files_are_in_canonical_layout():
+    """`essdsl fmt --check` passes on every file the project ships."""
+    from essdsl.fmt import format_text
+
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted(root.glob("spaces/*.space")) + sorted(root.glob("genotypes/*.space")):
+        text = path.read_text(encoding="utf-8")
+        assert format_text(text, str(path)) == text, f"{path} is not canonically formatted (run essdsl fmt --write)"

@@ -1,20 +1,17 @@
 """The generated DARTS supernet equals an independent implementation shaped like
-the official DARTS search code (bench/official_darts.py, written from the
-formulas): same logits and gradients for the same weights."""
+the official DARTS search code (essdsl/benchmark/official_darts.py, written
+from the formulas): same logits and gradients for the same weights."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from essdsl.benchmark.official_darts import OfficialDartsLM
+from essdsl.check import load_graph
+from essdsl.compile import ModelConfig, build_model
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-from official_darts import OfficialDartsLM  # noqa: E402
-
-from essdsl.check import load_graph  # noqa: E402
-from essdsl.compile import ModelConfig, build_model  # noqa: E402
 
 
 @pytest.mark.parametrize("impl", ["generated", "reference"])

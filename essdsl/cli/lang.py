@@ -217,6 +217,10 @@ def stats(
     nhid: Optional[int] = typer.Option(None, help=NHID_HELP),
     vocab: Optional[int] = typer.Option(None, help="vocabulary size [default: 10000]"),
     as_json: bool = typer.Option(False, "--json", help="print the numbers as JSON (keys: see README, 'stats --json')"),
+    memory: bool = typer.Option(False, "--memory", help="also estimate the peak memory of one search step (needs --batch-size, --bptt)"),
+    batch_size: int = typer.Option(64, "--batch-size", help="batch size for --memory"),
+    bptt: int = typer.Option(35, "--bptt", help="BPTT length for --memory"),
+    order: str = typer.Option("first", "--order", help="first or second order search, for --memory"),
 ) -> None:
     """Count architectures, architecture weights, parameters and FLOPs per token.
 
@@ -230,18 +234,41 @@ def stats(
       essdsl stats genotypes/darts_v2.space --ninp 850 --nhid 850
 
       essdsl stats spaces/ess_joint.space --json | python -m json.tool
+
+      essdsl stats spaces/darts_rnn.space --memory --batch-size 256 --bptt 35
     """
+    if order not in ("first", "second"):
+        fail(f"--order must be 'first' or 'second', not '{order}'")
+    if batch_size < 1 or bptt < 1:
+        fail("--batch-size and --bptt must be positive integers")
     graph = _load(file, parse_sizes(ninp, nhid, vocab))
-    from ..stats import StatsError, stats_dict
+    from ..stats import StatsError, memory_estimate, stats_dict
 
     try:
         data = stats_dict(graph)
+        if memory:
+            data["memory"] = memory_estimate(graph, batch_size, bptt, order)
     except StatsError as exc:
         fail(f"{file}: {exc}")
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
     _print_stats(data)
+    if memory:
+        _print_memory(data["memory"])
+
+
+def _print_memory(estimate: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="search step memory (estimate)")
+    table.caption = f"{estimate['order']} order, batch {estimate['batch_size']}, bptt {estimate['bptt']}, fp32"
+    table.add_column("part")
+    table.add_column("MiB", justify="right")
+    for key in ("activations", "parameters", "gradients", "optimizer", "unrolled", "total"):
+        table.add_row(key, f"{estimate[key + '_bytes'] / 2**20:,.1f}")
+    Console().print(table)
 
 
 def _range_text(low: int, high: int) -> str:

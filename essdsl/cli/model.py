@@ -82,3 +82,60 @@ def compile_command(
     )
     kind = "TorchScript module" if impl == "generated" else "state dict of the reference interpreter"
     typer.echo(f"wrote {artifact} ({kind}) and {manifest_path} in {elapsed:.2f} s")
+
+
+@app.command("bench")
+def bench_command(
+    space: Path = typer.Argument(..., help="the .space file whose supernet step to time (e.g. spaces/darts_rnn.space)"),
+    nhid: int = typer.Option(300, "--nhid", help="ninp = nhid of the benchmarked model"),
+    vocab: int = typer.Option(10000, "--vocab", help="vocabulary size"),
+    bptt: int = typer.Option(35, "--bptt", help="time steps per segment"),
+    batch: list[int] = typer.Option([64, 256], "--batch", help="batch sizes to time (repeat the option for several)"),
+    repeats: int = typer.Option(3, "--repeats", help="timed steps per row (median reported), after one warm-up"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    bf16_batch: list[int] = typer.Option([64], "--bf16-batch", help="batch sizes that also get a bf16-autocast row"),
+    no_reference: bool = typer.Option(False, "--no-reference", help="skip the (slow) reference interpreter row"),
+    no_compile: bool = typer.Option(False, "--no-compile", help="skip the torch.compile rows"),
+    bf16_steps: int = typer.Option(0, "--bf16-steps", help="also train N steps in fp32 and bf16 (nhid 64) and report the loss difference"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON to this file"),
+) -> None:
+    """Time one supernet training step (forward + backward) per implementation, side by side.
+
+    Rows: reference interpreter, the official-DARTS-shaped step (DARTS layouts only),
+    the generated module eager and with one time step under torch.compile, bf16
+    autocast, and this machine's GEMM-only floor; plus estimated vs measured
+    activation memory.  Ends with 'speedup vs reference: X.XX (B=64)' and
+    'fraction of GEMM floor: Y.YY (B=64)'.
+
+    Example: essdsl bench spaces/darts_rnn.space --batch 64 --repeats 3 --json bench.json
+    """
+    import torch
+
+    from ..check import check_file
+    from .common import print_report
+
+    if device not in ("cpu", "cuda"):
+        fail(f"--device must be cpu or cuda, not '{device}'")
+    if device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is available on this machine (the GPU benchmark is skipped)")
+    if repeats < 1 or nhid < 1 or bptt < 1 or any(b < 1 for b in batch):
+        fail("--repeats, --nhid, --bptt and --batch must be positive integers")
+    _, report = check_file(space, {"ninp": nhid, "nhid": nhid})
+    if not report.ok:
+        print_report(report)
+        raise typer.Exit(1)
+    from ..benchmark import bf16_drift, print_table, run, write_json
+
+    result = run(
+        str(space), nhid=nhid, vocab=vocab, bptt=bptt, batches=tuple(batch), repeats=repeats, device=device,
+        bf16_batches=tuple(bf16_batch), include_reference=not no_reference, include_compile=not no_compile,
+    )  # fmt: skip
+    if bf16_steps:
+        drift = bf16_drift(str(space), steps=bf16_steps, device=device)
+        result["bf16_drift"] = drift
+        typer.echo(f"bf16 vs fp32 after {drift['steps']} steps (nhid {drift['nhid']}): loss {drift['loss_bf16']:.4f} vs "
+                   f"{drift['loss_fp32']:.4f} (difference {drift['difference']:+.4f})")  # fmt: skip
+    print_table(result, typer.echo)
+    if json_path is not None:
+        write_json(result, json_path)
+        typer.echo(f"wrote {json_path}")

@@ -366,6 +366,7 @@ def search(
     dropouti: Optional[float] = typer.Option(None, "--dropouti", help="dropout on the embedded inputs (default 0.2 / 0.05)"),
     dropoute: Optional[float] = typer.Option(None, "--dropoute", help="embedding-row dropout (default 0)"),
     compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
+    final_epochs: Optional[int] = typer.Option(None, "--final-epochs", envvar="ESSDSL_FINAL_EPOCHS", help="then train the derived genotype from scratch for N epochs in RUN_DIR/final and report its valid ppl (default 3 on the synthetic corpus, 0 with --data: use 'essdsl train')"),
 ) -> None:
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
     if order not in ("first", "second"):
@@ -493,6 +494,44 @@ def search(
     progress.message(f"genotype written to {path} ({time.time() - started:.0f}s)")
     _finish_message(corpus, record, progress.console.print)
     typer.echo(text)
+    final_epochs = _pick(final_epochs, 3 if data_dir is None else 0)
+    if final_epochs < 0:
+        fail(f"--final-epochs must be 0 or more, got {final_epochs}")
+    if final_epochs and record is not None:
+        _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, compile_, eval_batch_size)
+        final = _read_metrics(run_dir / "final")
+        if final:
+            _final_summary(corpus, record, final[-1], final_epochs, progress.console.print)
+
+
+def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict, epochs: int, device: str,
+                   threads: Optional[int], compile_: bool, eval_batch_size: int) -> None:  # fmt: skip
+    """Train the derived genotype from scratch with the search's data and sizes (resumes an interrupted one)."""
+    resuming = (final_dir / TRAIN_CHECKPOINT).exists()
+    if resuming and _read_metrics(final_dir) and len(_read_metrics(final_dir)) >= epochs:
+        return  # already trained by an earlier (resumed) run
+    train(
+        genotype=str(genotype), data=run.get("data"), ninp=sizes["ninp"], nhid=sizes["nhid"], epochs=epochs,
+        max_steps=None, lr=20.0, wd=8e-7, clip=0.25, batch_size=cfg.batch_size, eval_batch_size=eval_batch_size,
+        bptt=cfg.bptt, seed=cfg.seed, device=device, threads=threads, synthetic_tokens=run.get("synthetic_tokens"),
+        out=None if resuming else final_dir, resume=final_dir if resuming else None, asgd=False, compile_=compile_,
+    )  # fmt: skip
+
+
+def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int, console_print) -> None:
+    from rich.table import Table
+
+    table = Table(title="validation perplexity: search result")
+    for column in ("supernet (search)", f"derived genotype ({epochs} epochs from scratch)", "unigram"):
+        table.add_column(column, justify="right")
+    row = [f"{search_record['valid_ppl']:.2f}", f"{final_record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}"]
+    if corpus.floor_ppl is not None:
+        table.add_column("true floor exp(H)", justify="right")
+        row.append(f"{corpus.floor_ppl:.2f}")
+    table.add_row(*row)
+    console_print(table)
+    verdict = "beats" if final_record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
+    console_print(f"the derived genotype {verdict} the unigram model ({final_record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})")
 
 
 # ----------------------------------------------------------------- derive

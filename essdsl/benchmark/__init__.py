@@ -1,0 +1,259 @@
+"""Time one supernet training step (forward + backward) per implementation.
+
+Rows, each measured in the same run on the same weights and tokens, after a
+warm-up step, as the median over ``repeats`` steps:
+
+* ``reference``: the edge-by-edge interpreter (the correctness oracle; baseline);
+* ``official-darts``: the step shaped like the official DARTS search code
+  (only for spaces with DARTS's parameter layout, e.g. ``spaces/darts_rnn.space``);
+* ``generated``: the generated straight-line module, eager;
+* ``generated+compile``: the same with one time step under ``torch.compile``;
+* ``generated+compile+bf16``: that under bf16 autocast (architecture weights fp32);
+* ``gemm-floor``: the supernet's GEMM work (3 × forward matmul FLOPs per token ×
+  tokens) divided by the rate a large plain matmul reaches on this machine.
+
+Also: the estimated (``essdsl stats --memory``) vs measured activation memory,
+and on request the loss difference of bf16 vs fp32 after N training steps.
+Used by ``bench/supernet_step.py`` and ``essdsl bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..check import load_graph
+from ..compile import ModelConfig, build_model
+from ..compile.fast import SavedActivations, autocast, compile_step
+from ..stats import memory_estimate, stats_dict
+from .official_darts import OfficialDartsLM
+
+NO_DROPOUT = dict(dropout=0.0, dropouth=0.0, dropoutx=0.0, dropouti=0.0, dropoute=0.0)
+
+
+@dataclass
+class Row:
+    impl: str
+    batch: int
+    dtype: str
+    seconds_per_step: float
+    note: str = ""
+
+
+def _step_fn(model, tokens, targets, vocab: int, bf16: bool, device: str):
+    hidden = model.init_hidden(tokens.size(1))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with autocast(device, bf16):
+            logits, _ = model(tokens, hidden)
+            loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1))
+        loss.backward()
+        return loss
+
+    return step
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_step(step: Callable, repeats: int, device: str = "cpu") -> float:
+    step()  # warm-up (and compilation)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_rate(device: str = "cpu", size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large fp32 matmul: this machine's practical GEMM peak."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def _official_model(graph, vocab: int, state: dict) -> Optional[torch.nn.Module]:
+    """The official-DARTS-shaped module when the space has exactly DARTS's layout, else None."""
+    steps = sum(1 for s in graph.mixed_nodes())
+    if steps == 0 or graph.dims.get(graph.output) is None:
+        return None
+    candidate = OfficialDartsLM(vocab, graph.dims[graph.output], steps=steps)
+    try:
+        candidate.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError):
+        return None
+    return candidate
+
+
+def run(
+    space: str,
+    nhid: int = 300,
+    vocab: int = 10000,
+    bptt: int = 35,
+    batches: tuple = (64, 256),
+    repeats: int = 3,
+    device: str = "cpu",
+    bf16_batches: tuple = (64,),
+    include_reference: bool = True,
+    include_compile: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    graph = load_graph(space, {"ninp": nhid, "nhid": nhid, "vocab": vocab})
+    config = ModelConfig(vocab=vocab, search=True, **NO_DROPOUT)
+    gemm_flops_per_token = 3 * (stats_dict(graph)["flops_per_token"]["supernet"])
+    rate = matmul_rate(device)
+    log(f"{graph.name}: nhid {nhid}, vocab {vocab}, T {bptt}, {device}, {torch.get_num_threads()} threads, "
+        f"median of {repeats}; matmul peak {rate / 1e9:.1f} GFLOP/s")  # fmt: skip
+    rows: list[Row] = []
+    memory: list[dict] = []
+    for batch in batches:
+        torch.manual_seed(0)
+        tokens = torch.randint(0, vocab, (bptt, batch), device=device)
+        targets = torch.randint(0, vocab, (bptt, batch), device=device)
+        base = build_model(graph, config, impl="generated").to(device).train()
+        state = {k: v.clone() for k, v in base.state_dict().items()}
+
+        def measure(name: str, model, bf16: bool = False, note: str = ""):
+            model.load_state_dict(state)
+            model.to(device).train()
+            seconds = time_step(_step_fn(model, tokens, targets, vocab, bf16, device), repeats, device)
+            row = Row(name, batch, "bf16" if bf16 else "fp32", seconds, note)
+            rows.append(row)
+            log(f"  B={batch:<4} {name:<24} {row.dtype:<5} {seconds:8.3f} s/step  {note}")
+            return row
+
+        if include_reference:
+            measure("reference", build_model(graph, config, impl="reference"))
+        official = _official_model(graph, vocab, state)
+        if official is not None:
+            measure("official-darts", official)
+        measure("generated", base)
+        # activation memory: estimate from the IR vs bytes autograd keeps
+        with SavedActivations() as saved:
+            logits, _ = base(tokens, base.init_hidden(batch))
+            loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+        del logits, loss
+        estimate = memory_estimate(graph, batch, bptt)
+        memory.append({"batch": batch, "activations_estimate_bytes": estimate["activations_bytes"],
+                       "activations_measured_bytes": saved.bytes})  # fmt: skip
+        log(f"  B={batch:<4} activations: estimate {estimate['activations_bytes'] / 2**20:,.0f} MiB, "
+            f"measured {saved.bytes / 2**20:,.0f} MiB")  # fmt: skip
+        if include_compile:
+            compiled = build_model(graph, config, impl="generated")
+            info = compile_step(compiled, mode="reduce-overhead" if device == "cuda" else "default")
+            measure("generated+compile", compiled)
+            log(f"         (cold compile {info.cold_seconds:.1f} s)")
+            if batch in bf16_batches:
+                measure("generated+compile+bf16", compiled, bf16=True)
+        elif batch in bf16_batches:
+            measure("generated+bf16", build_model(graph, config, impl="generated"), bf16=True)
+        floor = gemm_flops_per_token * bptt * batch / rate
+        rows.append(Row("gemm-floor", batch, "fp32", floor, f"{gemm_flops_per_token * bptt * batch / 1e9:.0f} GFLOP"))
+        log(f"  B={batch:<4} {'gemm-floor':<24} fp32  {floor:8.3f} s/step  ({gemm_flops_per_token * bptt * batch / 1e9:.0f} GFLOP)")
+    return summarize(rows, memory, graph.name, device)
+
+
+def summarize(rows: list[Row], memory: list[dict], name: str, device: str) -> dict:
+    def best(batch, names):
+        times = [r.seconds_per_step for r in rows if r.batch == batch and r.impl in names and r.dtype == "fp32"]
+        return min(times) if times else None
+
+    fast = ("generated", "generated+compile")
+    result = {
+        "space": name,
+        "device": device,
+        "rows": [r.__dict__ for r in rows],
+        "memory": memory,
+    }
+    for batch in sorted({r.batch for r in rows}):
+        ours, ref = best(batch, fast), best(batch, ("reference",))
+        official, floor = best(batch, ("official-darts",)), best(batch, ("gemm-floor",))
+        suffix = f"b{batch}"
+        result[f"speedup_vs_reference_{suffix}"] = ref / ours if ref and ours else None
+        result[f"speedup_vs_official_darts_{suffix}"] = official / ours if official and ours else None
+        result[f"floor_fraction_{suffix}"] = floor / ours if floor and ours else None
+    return result
+
+
+def print_table(result: dict, log: Callable[[str], None] = print) -> None:
+    log("")
+    log(f"{'impl':<26} {'batch':>5} {'dtype':>5} {'s/step':>9} {'vs ref':>7}")
+    refs = {r["batch"]: r["seconds_per_step"] for r in result["rows"] if r["impl"] == "reference"}
+    for r in result["rows"]:
+        ratio = refs.get(r["batch"])
+        vs = f"{ratio / r['seconds_per_step']:7.2f}" if ratio else "      -"
+        log(f"{r['impl']:<26} {r['batch']:>5} {r['dtype']:>5} {r['seconds_per_step']:9.3f} {vs}")
+    for batch in sorted({r["batch"] for r in result["rows"]}):
+        for key, label in (("speedup_vs_reference", "speedup vs reference"),
+                           ("speedup_vs_official_darts", "speedup vs official DARTS way"),
+                           ("floor_fraction", "fraction of GEMM floor")):  # fmt: skip
+            value = result.get(f"{key}_b{batch}")
+            if value is not None and batch != 64:
+                log(f"{label}: {value:.2f} (B={batch})")
+    for key, label in (("speedup_vs_official_darts", "speedup vs official DARTS way"),
+                       ("speedup_vs_reference", "speedup vs reference"),
+                       ("floor_fraction", "fraction of GEMM floor")):  # fmt: skip
+        value = result.get(f"{key}_b64")
+        if value is not None:
+            log(f"{label}: {value:.2f} (B=64)")
+
+
+def bf16_drift(space: str, steps: int = 100, nhid: int = 64, vocab: int = 1000, batch: int = 32, bptt: int = 20,
+               device: str = "cpu", seed: int = 0) -> dict:  # fmt: skip
+    """Train the supernet's weights ``steps`` SGD steps in fp32 and in bf16 autocast from
+    the same start on the same random token stream; return both final losses."""
+    graph = load_graph(space, {"ninp": nhid, "nhid": nhid})
+    config = ModelConfig(vocab=vocab, search=True, **NO_DROPOUT)
+    torch.manual_seed(seed)
+    stream = torch.randint(0, vocab, (steps, bptt + 1, batch), device=device)
+    losses = {}
+    start_state = None
+    for dtype in ("fp32", "bf16"):
+        torch.manual_seed(seed)
+        model = build_model(graph, config).to(device).train()
+        if start_state is None:
+            start_state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(start_state)
+        opt = torch.optim.SGD([p for n, p in model.named_parameters() if not n.startswith("arch.")], lr=1.0)
+        hidden = model.init_hidden(batch)
+        for i in range(steps):
+            opt.zero_grad(set_to_none=True)
+            with autocast(device, dtype == "bf16"):
+                logits, hidden = model(stream[i, :-1], hidden)
+                loss = F.cross_entropy(logits.reshape(-1, vocab).float(), stream[i, 1:].reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            opt.step()
+            hidden = [h.detach() for h in hidden]
+        losses[dtype] = float(loss)
+    return {"steps": steps, "nhid": nhid, "loss_fp32": losses["fp32"], "loss_bf16": losses["bf16"],
+            "difference": losses["bf16"] - losses["fp32"]}  # fmt: skip
+
+
+def write_json(result: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
