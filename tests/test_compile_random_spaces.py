@@ -88,7 +88,9 @@ def test_generated_matches_reference_on_random_spaces(space, search):
     text, sizes = space
     graph = load_graph_text(text, "<random>", sizes=sizes)
     generated, reference = pair(graph, search)
-    assert_same(generated, reference, T=3, B=3)
+    # float64: batchnorm over a batch of 3 amplifies float32 rounding in the
+    # gradients past any useful tolerance, and that would hide nothing real.
+    assert_same(generated.double(), reference.double(), T=3, B=3)
 
 
 def test_strategy_reaches_the_interesting_cases():
