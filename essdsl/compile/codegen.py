@@ -311,11 +311,16 @@ class _Generator:
         w(f"arch: List[Tensor] = [{', '.join(arch_vars)}]")
         w(f"masks: List[Tensor] = [{', '.join(state_mask[n] for n in g.states)}]")
         w("outputs: List[Tensor] = []")
-        w("for t in range(T):")
-        w.indent()
         input_keys = [k for k in g.order() if isinstance(g.spec(k), Stream) and g.spec(k).kind == "input"]
         past_keys = [k for k in g.order() if isinstance(g.spec(k), Stream) and g.spec(k).kind == "past"]
-        xs = ", ".join(f"{inp[g.spec(k).name]}[t + {depth_of[g.spec(k).name] + g.spec(k).offset}]" for k in input_keys)
+        steps_of = {}
+        for name in dict.fromkeys(g.spec(k).name for k in input_keys):
+            steps_of[name] = names.get(f"{name}_steps")
+            # unbind once: indexing x[t] per step would make backward build a full-size zero gradient each step
+            w(f"{steps_of[name]} = {inp[name]}.unbind(0)")
+        w("for t in range(T):")
+        w.indent()
+        xs = ", ".join(f"{steps_of[g.spec(k).name]}[t + {depth_of[g.spec(k).name] + g.spec(k).offset}]" for k in input_keys)
         pasts = ", ".join(carried[g.spec(k).name][-g.spec(k).offset - 1] for k in past_keys)
         new_values = names.get("new_states")
         w(f"{new_values} = self.step([{xs}], [{pasts}], masks, arch)")
