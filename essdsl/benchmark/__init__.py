@@ -246,7 +246,7 @@ def bf16_drift(space: str, steps: int = 100, nhid: int = 64, vocab: int = 1000, 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
             opt.step()
             hidden = [h.detach() for h in hidden]
-        losses[dtype] = float(loss)
+        losses[dtype] = float(loss.detach())
     return {"steps": steps, "nhid": nhid, "loss_fp32": losses["fp32"], "loss_bf16": losses["bf16"],
             "difference": losses["bf16"] - losses["fp32"]}  # fmt: skip
 

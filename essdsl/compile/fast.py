@@ -60,12 +60,25 @@ def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
 
     model.step = step  # instance attribute: forward's self.step(...) finds it first
     model._essdsl_compile_info = info
+    if mode == "reduce-overhead":
+        # CUDA graph trees must be told where an iteration begins: each forward
+        # (one BPTT segment, whose backward runs before the next forward) starts
+        # one, so the recorded per-step graphs replay in order and the buffers of
+        # earlier segments may be reused.  The forward's results (stacked logits,
+        # hidden) are ordinary tensors, never graph-owned buffers.
+        forward = type(model).forward.__get__(model)
+
+        def forward_new_generation(tokens, hidden):
+            torch.compiler.cudagraph_mark_step_begin()
+            return forward(tokens, hidden)
+
+        model.forward = forward_new_generation
     return info
 
 
 def uncompile_step(model) -> None:
     """Back to the eager step (e.g. before ``torch.jit.script`` or pickling)."""
-    for attr in ("step", "_essdsl_compile_info"):
+    for attr in ("step", "forward", "_essdsl_compile_info"):
         if attr in model.__dict__:
             del model.__dict__[attr]
 
