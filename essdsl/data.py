@@ -340,11 +340,28 @@ def sample_seq_len(bptt: int, rng: random.Random) -> int:
     return max(5, int(rng.gauss(base, 5)))
 
 
+def expected_seq_len(bptt: int) -> float:
+    """The mean of :func:`sample_seq_len` (exactly, from the normal CDF), e.g. to
+    estimate the number of steps in an epoch: 33.6 for ``bptt`` 35."""
+
+    def cdf(x: float, mean: float) -> float:
+        return 0.5 * (1.0 + math.erf((x - mean) / (5.0 * math.sqrt(2.0))))
+
+    total = 0.0
+    for base, weight in ((float(bptt), 0.95), (bptt / 2.0, 0.05)):
+        mean = 5.0 * cdf(6.0, base)  # int(X) <= 5 (negative X truncates towards zero) gives 5
+        for k in range(6, int(base) + 60):
+            mean += k * (cdf(k + 1.0, base) - cdf(float(k), base))
+        total += weight * mean
+    return total
+
+
 __all__ = [
     "Corpus",
     "DataError",
     "MarkovSource",
     "batchify",
+    "expected_seq_len",
     "get_batch",
     "load_corpus",
     "load_text_corpus",

@@ -45,7 +45,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .data import Corpus, batchify, get_batch, sample_seq_len
+from .data import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
 
 ARCH_PREFIX = "arch."
 CHECKPOINT_FORMAT = "essdsl-checkpoint-1"
@@ -356,7 +356,8 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, (self.train_data.size(0) - 2) // self.cfg.bptt + 1)
+        """Expected steps in one epoch (the BPTT length varies per step, DARTS-style)."""
+        return max(1, math.ceil((self.train_data.size(0) - 2) / expected_seq_len(self.cfg.bptt)))
 
     @property
     def checkpoint_path(self) -> Path:

@@ -136,3 +136,14 @@ def test_entropy_rate_matches_empirical_conditional_entropy():
         first_order = np.where(pair > 0, pair * np.log(pair.sum(1, keepdims=True) / pair), 0).sum() / pair.sum()
     assert first_order > source.entropy_rate() + 0.02
     assert math.isfinite(first_order)
+
+
+def test_expected_seq_len_is_the_mean_of_the_sampler():
+    import random
+
+    from essdsl.data import expected_seq_len, sample_seq_len
+
+    rng = random.Random(3)
+    for bptt in (5, 20, 35, 70):
+        draws = [sample_seq_len(bptt, rng) for _ in range(40000)]
+        assert abs(sum(draws) / len(draws) - expected_seq_len(bptt)) < 0.1, bptt

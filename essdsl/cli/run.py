@@ -233,8 +233,18 @@ class _Progress:
         return self.progress.__exit__(*exc)
 
     def step(self, info) -> None:
+        # The BPTT length varies per step, so the step count of the run is an
+        # estimate: re-estimate it from the rows of the stream still to go, so
+        # the bar ends exactly full.
+        rows = max(info.rows - 2, 1)
+        mean_len = rows / max(info.steps_per_epoch, 1)
+        rows_left = (info.epochs - info.epoch - 1) * rows + max(0, rows - info.position)
+        total = info.step + math.ceil(rows_left / mean_len)
+        if info.total_steps is not None:
+            total = min(total, info.total_steps)
         self.progress.update(
             self.task,
+            total=total,
             completed=info.step,
             epoch=info.epoch + 1,
             loss=info.loss,
