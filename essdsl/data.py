@@ -208,7 +208,7 @@ class MarkovSource:
         return float(self.stationary() @ self.conditional_entropies())
 
     def sample(self, length: int, rng: np.random.Generator) -> np.ndarray:
-        V, k = self.vocab, self.order
+        V = self.vocab
         shift = self.contexts // V
         out = np.empty(length, dtype=np.int64)
         cum = np.cumsum(self.probs, axis=1)

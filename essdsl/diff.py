@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 from . import ir
 from .graph import CellGraph, ECombine, EApply, EHighway, ELinear, ERef, FixedSpec, MixedSpec, RExpr, Stream, UpdateSpec

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import load_graph, load_graph_text
+from essdsl.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,8 +4,6 @@ fixed nodes, two states, ninp != nhid."""
 
 from __future__ import annotations
 
-import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

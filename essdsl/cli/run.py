@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -266,6 +265,72 @@ class _Progress:
         self.console.print(text)
 
 
+def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Optional[Path], run: Optional[dict],
+              space_record: dict, sizes: dict, cfg, dropouts: dict, model_cfg, data_dir: Optional[str],
+              synthetic_tokens: Optional[int], corpus, dev, extra: Optional[dict] = None) -> tuple[Path, dict]:  # fmt: skip
+    """The run folder and its manifest: a new folder (manifest written atomically),
+    or the resumed one after checking that the data is what it was started with."""
+    from ..search import atomic_write_text, data_fingerprint
+
+    fingerprint = data_fingerprint(corpus)
+    if resume is not None:
+        if run.get("data_fingerprint") != fingerprint:
+            fail("refusing to resume: the data differs from what this run was started with")
+        return resume, run
+    run_dir = out or Path("runs") / _run_id(space_record["name"])
+    if (run_dir / checkpoint_name).exists():
+        fail(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    run = {
+        "kind": kind,
+        "run_id": run_dir.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "space": space_record,
+        "sizes": sizes,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "dropouts": dropouts,
+        "model_config": model_cfg.to_dict(),
+        "data": data_dir,
+        "synthetic_tokens": synthetic_tokens,
+        "data_fingerprint": fingerprint,
+        "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
+        "device": str(dev),
+        "versions": _versions(),
+        **(extra or {}),
+    }
+    atomic_write_text(run_dir / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    return run_dir, run
+
+
+def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict, corpus, cfg, run_dir: Path, dev,
+                   resuming: bool, space: dict, sizes: dict, model_cfg, data_dir: Optional[str],
+                   synthetic_tokens: Optional[int], describe_arch=None):  # fmt: skip
+    """The Trainer of a search or training run (restored from its checkpoint when
+    resuming) and the progress bar that will show it."""
+    from ..search import RunError, Trainer
+
+    trainer = Trainer(
+        model=model,
+        corpus=corpus,
+        cfg=cfg,
+        run_dir=run_dir,
+        manifest=model_manifest,
+        device=dev,
+        checkpoint_name=checkpoint_name,
+        describe_arch=describe_arch,
+        extra_state={"kind": kind, "space_text": space["text"], "space_path": space["path"], "sizes": sizes,
+                     "model_config": model_cfg.to_dict(), "data": data_dir, "synthetic_tokens": synthetic_tokens},  # fmt: skip
+    )
+    if resuming:
+        try:
+            trainer.resume()
+        except RunError as exc:
+            fail(str(exc))
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * trainer.steps_per_epoch
+    progress = _Progress(min(total, cfg.epochs * trainer.steps_per_epoch), cfg.epochs, trainer.step)
+    return trainer, progress
+
+
 def _arch_tensors(model, manifest: dict) -> dict:
     params = dict(model.named_parameters())
     return {name: params[name] for name in manifest.get("arch", {})}
@@ -442,57 +507,20 @@ def search(
     _set_threads(threads, max(sizes.values()))
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
     from ..derive import arch_summary
-    from ..search import RunError, Trainer, atomic_write_text, data_fingerprint
 
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
     if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
         fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
-    fingerprint = data_fingerprint(corpus)
-
-    if resume is None:
-        run_dir = out or Path("runs") / _run_id(space_name)
-        if (run_dir / SEARCH_CHECKPOINT).exists():
-            fail(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-        run = {
-            "kind": "search",
-            "run_id": run_dir.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "space": {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]},
-            "sizes": sizes,
-            "seed": cfg.seed,
-            "config": cfg.to_dict(),
-            "dropouts": dropouts,
-            "model_config": model_cfg.to_dict(),
-            "data": data_dir,
-            "synthetic_tokens": synthetic_tokens,
-            "data_fingerprint": fingerprint,
-            "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
-            "device": str(dev),
-            "versions": _versions(),
-            "model_manifest": model_manifest,
-        }
-        atomic_write_text(run_dir / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
-    elif run.get("data_fingerprint") != fingerprint:
-        fail("refusing to resume: the data differs from what this run was started with")
-
-    trainer = Trainer(
-        model=model,
-        corpus=corpus,
-        cfg=cfg,
-        run_dir=run_dir,
-        manifest=model_manifest,
-        device=dev,
-        checkpoint_name=SEARCH_CHECKPOINT,
+    space_record = {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]}
+    run_dir, run = _open_run(
+        "search", SEARCH_CHECKPOINT, out, resume, run if resume is not None else None, space_record, sizes, cfg, dropouts,
+        model_cfg, data_dir, synthetic_tokens, corpus, dev, extra={"model_manifest": model_manifest},
+    )  # fmt: skip
+    trainer, progress = _start_trainer(
+        "search", SEARCH_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
+        model_cfg, data_dir, synthetic_tokens,
         describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)),
-        extra_state={"kind": "search", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir, "synthetic_tokens": synthetic_tokens},
-    )
-    if resume is not None:
-        try:
-            trainer.resume()
-        except RunError as exc:
-            fail(str(exc))
-    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * trainer.steps_per_epoch
-    progress = _Progress(min(total, cfg.epochs * trainer.steps_per_epoch), cfg.epochs, trainer.step)
+    )  # fmt: skip
     progress.message(
         f"searching {space['path']} ({space_name}) on {corpus.describe()}; {sum(p.numel() for n, p in model.named_parameters() if not n.startswith('arch.')):,} weights, "
         f"{cfg.order}-order, run folder {run_dir}"
@@ -597,7 +625,7 @@ def train(
             fail(f"{name} must be a positive integer, got {value}")
     dev = _device(device)
     space = _resolve_space(genotype, ninp, nhid)
-    from ..search import RunConfig, RunError, Trainer, atomic_write_text, data_fingerprint
+    from ..search import RunConfig
 
     if resume is not None:
         run_dir = resume
@@ -636,48 +664,15 @@ def train(
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
-    fingerprint = data_fingerprint(corpus)
-    if resume is None:
-        run_dir = out or Path("runs") / _run_id(graph.name)
-        if (run_dir / TRAIN_CHECKPOINT).exists():
-            fail(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-        run = {
-            "kind": "train",
-            "run_id": run_dir.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "space": {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]},
-            "sizes": sizes,
-            "seed": cfg.seed,
-            "config": cfg.to_dict(),
-            "dropouts": dropouts,
-            "model_config": model_cfg.to_dict(),
-            "data": data_dir,
-            "synthetic_tokens": synthetic_tokens,
-            "data_fingerprint": fingerprint,
-            "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
-            "device": str(dev),
-            "versions": _versions(),
-        }
-        atomic_write_text(run_dir / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
-    elif run.get("data_fingerprint") != fingerprint:
-        fail("refusing to resume: the data differs from what this run was started with")
-    trainer = Trainer(
-        model=model,
-        corpus=corpus,
-        cfg=cfg,
-        run_dir=run_dir,
-        manifest=model_manifest,
-        device=dev,
-        checkpoint_name=TRAIN_CHECKPOINT,
-        extra_state={"kind": "train", "space_text": space["text"], "space_path": space["path"], "sizes": sizes, "model_config": model_cfg.to_dict(), "data": data_dir, "synthetic_tokens": synthetic_tokens},
-    )
-    if resume is not None:
-        try:
-            trainer.resume()
-        except RunError as exc:
-            fail(str(exc))
-    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * trainer.steps_per_epoch
-    progress = _Progress(min(total, cfg.epochs * trainer.steps_per_epoch), cfg.epochs, trainer.step)
+    space_record = {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]}
+    run_dir, run = _open_run(
+        "train", TRAIN_CHECKPOINT, out, resume, run if resume is not None else None, space_record, sizes, cfg, dropouts,
+        model_cfg, data_dir, synthetic_tokens, corpus, dev,
+    )  # fmt: skip
+    trainer, progress = _start_trainer(
+        "train", TRAIN_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
+        model_cfg, data_dir, synthetic_tokens,
+    )  # fmt: skip
     progress.message(f"training {space['path']} on {corpus.describe()}; {sum(p.numel() for p in model.parameters()):,} weights; run folder {run_dir}")
     _run_trainer(trainer, progress, f"essdsl train {genotype} --resume {run_dir}", corpus)
     record = trainer.history[-1] if trainer.history else None

@@ -391,7 +391,6 @@ class _Generator:
 
     def per_forward(self, w: _Writer) -> None:
         """Architecture weights: every softmax once per forward call."""
-        g = self.g
         names = self.names
         any_choice = any(s.has_op_choice or s.has_combine_choice for s in self.mixed)
         project_stacks = [s for s in self.mixed if s.transform == "project" and len(s.edges) > 1 and self.project_same_size(s)]
