@@ -326,8 +326,10 @@ def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict,
             trainer.resume()
         except RunError as exc:
             fail(str(exc))
-    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * trainer.steps_per_epoch
-    progress = _Progress(min(total, cfg.epochs * trainer.steps_per_epoch), cfg.epochs, trainer.step)
+    total = cfg.epochs * trainer.steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    progress = _Progress(total, cfg.epochs, trainer.step)
     return trainer, progress
 
 
