@@ -1,7 +1,8 @@
 """Time one supernet training step (forward + backward) per implementation.
 
 Rows, each measured in the same run on the same weights and tokens, after a
-warm-up step, as the median over ``repeats`` steps:
+warm-up step, as the median over ``repeats`` rounds in which every row takes
+one step in turn (so the machine's speed drifting hits all rows alike):
 
 * ``reference``: the edge-by-edge interpreter (the correctness oracle; baseline);
 * ``official-darts``: the step shaped like the official DARTS search code
@@ -66,31 +67,32 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_step(step: Callable, repeats: int, device: str = "cpu") -> float:
-    step()  # warm-up (and compilation)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_steps(steps: dict[str, Callable], repeats: int, device: str = "cpu") -> dict[str, float]:
+    """Median seconds per call of each step: every step is warmed up once (compiling
+    what compiles), then the steps are timed round-robin, one call each per round,
+    so that a change in the machine's speed during the run hits every row alike."""
+    for step in steps.values():
         step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    _sync(device)
+    times: dict[str, list] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def matmul_rate(device: str = "cpu", size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large fp32 matmul: this machine's practical GEMM peak."""
+PEAK = "matmul-peak"
+PEAK_SIZE = 2048
+
+
+def _matmul_fn(device: str, size: int = PEAK_SIZE) -> Callable:
+    """One large fp32 matmul: its rate is this machine's practical GEMM peak."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    a @ b
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
+    return lambda: a @ b
 
 
 def _official_model(graph, vocab: int, state: dict) -> Optional[torch.nn.Module]:
@@ -122,9 +124,8 @@ def run(
     graph = load_graph(space, {"ninp": nhid, "nhid": nhid, "vocab": vocab})
     config = ModelConfig(vocab=vocab, search=True, **NO_DROPOUT)
     gemm_flops_per_token = 3 * (stats_dict(graph)["flops_per_token"]["supernet"])
-    rate = matmul_rate(device)
     log(f"{graph.name}: nhid {nhid}, vocab {vocab}, T {bptt}, {device}, {torch.get_num_threads()} threads, "
-        f"median of {repeats}; matmul peak {rate / 1e9:.1f} GFLOP/s")  # fmt: skip
+        f"median of {repeats} rounds")  # fmt: skip
     rows: list[Row] = []
     memory: list[dict] = []
     for batch in batches:
@@ -134,21 +135,38 @@ def run(
         base = build_model(graph, config, impl="generated").to(device).train()
         state = {k: v.clone() for k, v in base.state_dict().items()}
 
-        def measure(name: str, model, bf16: bool = False, note: str = ""):
+        entries: dict[str, tuple] = {}  # name -> (model, bf16)
+
+        def add(name: str, model, bf16: bool = False) -> None:
             model.load_state_dict(state)
-            model.to(device).train()
-            seconds = time_step(_step_fn(model, tokens, targets, vocab, bf16, device), repeats, device)
-            row = Row(name, batch, "bf16" if bf16 else "fp32", seconds, note)
-            rows.append(row)
-            log(f"  B={batch:<4} {name:<24} {row.dtype:<5} {seconds:8.3f} s/step  {note}")
-            return row
+            entries[name] = (model.to(device).train(), bf16)
 
         if include_reference:
-            measure("reference", build_model(graph, config, impl="reference"))
+            add("reference", build_model(graph, config, impl="reference"))
         official = _official_model(graph, vocab, state)
         if official is not None:
-            measure("official-darts", official)
-        measure("generated", base)
+            add("official-darts", official)
+        add("generated", base)
+        compile_info = None
+        if include_compile:
+            compiled = build_model(graph, config, impl="generated")
+            compile_info = compile_step(compiled, mode="reduce-overhead" if device == "cuda" else "default")
+            add("generated+compile", compiled)
+            if batch in bf16_batches:
+                add("generated+compile+bf16", compiled, bf16=True)
+        elif batch in bf16_batches:
+            add("generated+bf16", build_model(graph, config, impl="generated"), bf16=True)
+        log(f"  B={batch:<4} warming up {len(entries)} implementations, then {repeats} rounds of one step each")
+        steps = {name: _step_fn(model, tokens, targets, vocab, bf16, device) for name, (model, bf16) in entries.items()}
+        steps[PEAK] = _matmul_fn(device)  # the floor's GEMM rate, measured in the same rounds
+        medians = time_steps(steps, repeats, device)
+        rate = 2 * PEAK_SIZE**3 / medians.pop(PEAK)
+        for name, seconds in medians.items():
+            row = Row(name, batch, "bf16" if entries[name][1] else "fp32", seconds)
+            rows.append(row)
+            log(f"  B={batch:<4} {name:<24} {row.dtype:<5} {seconds:8.3f} s/step")
+        if compile_info is not None:
+            log(f"         (cold compile {compile_info.cold_seconds:.1f} s)")
         # activation memory: estimate from the IR vs bytes autograd keeps
         with SavedActivations() as saved:
             logits, _ = base(tokens, base.init_hidden(batch))
@@ -159,18 +177,10 @@ def run(
                        "activations_measured_bytes": saved.bytes})  # fmt: skip
         log(f"  B={batch:<4} activations: estimate {estimate['activations_bytes'] / 2**20:,.0f} MiB, "
             f"measured {saved.bytes / 2**20:,.0f} MiB")  # fmt: skip
-        if include_compile:
-            compiled = build_model(graph, config, impl="generated")
-            info = compile_step(compiled, mode="reduce-overhead" if device == "cuda" else "default")
-            measure("generated+compile", compiled)
-            log(f"         (cold compile {info.cold_seconds:.1f} s)")
-            if batch in bf16_batches:
-                measure("generated+compile+bf16", compiled, bf16=True)
-        elif batch in bf16_batches:
-            measure("generated+bf16", build_model(graph, config, impl="generated"), bf16=True)
-        floor = gemm_flops_per_token * bptt * batch / rate
-        rows.append(Row("gemm-floor", batch, "fp32", floor, f"{gemm_flops_per_token * bptt * batch / 1e9:.0f} GFLOP"))
-        log(f"  B={batch:<4} {'gemm-floor':<24} fp32  {floor:8.3f} s/step  ({gemm_flops_per_token * bptt * batch / 1e9:.0f} GFLOP)")
+        work = gemm_flops_per_token * bptt * batch
+        note = f"{work / 1e9:.3g} GFLOP at {rate / 1e9:.1f} GFLOP/s"
+        rows.append(Row("gemm-floor", batch, "fp32", work / rate, note))
+        log(f"  B={batch:<4} {'gemm-floor':<24} fp32  {work / rate:8.3f} s/step  ({note})")
     return summarize(rows, memory, graph.name, device)
 
 

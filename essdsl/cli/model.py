@@ -91,7 +91,7 @@ def bench_command(
     vocab: int = typer.Option(10000, "--vocab", help="vocabulary size"),
     bptt: int = typer.Option(35, "--bptt", help="time steps per segment"),
     batch: list[int] = typer.Option([64, 256], "--batch", help="batch sizes to time (repeat the option for several)"),
-    repeats: int = typer.Option(3, "--repeats", help="timed steps per row (median reported), after one warm-up"),
+    repeats: int = typer.Option(3, "--repeats", help="timed rounds after one warm-up; each round times one step of every row in turn (median reported)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     bf16_batch: list[int] = typer.Option([64], "--bf16-batch", help="batch sizes that also get a bf16-autocast row"),
     no_reference: bool = typer.Option(False, "--no-reference", help="skip the (slow) reference interpreter row"),

@@ -1,0 +1,58 @@
+"""The benchmark harness (essdsl bench): round-robin timing, the rows and the
+summary lines and JSON keys the README documents.  Sizes are tiny: this checks
+what is measured and reported, never how fast anything is."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from essdsl.benchmark import summarize, time_steps
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_time_steps_warms_up_then_times_round_robin():
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    medians = time_steps(steps, repeats=3)
+    assert calls == ["a", "b", "c"] * 4  # one warm-up round, then 3 timed rounds, interleaved
+    assert set(medians) == {"a", "b", "c"} and all(m >= 0 for m in medians.values())
+
+
+def test_summary_ratios_come_from_the_rows():
+    from essdsl.benchmark import Row
+
+    rows = [Row("reference", 64, "fp32", 3.0), Row("official-darts", 64, "fp32", 2.0), Row("generated", 64, "fp32", 1.5),
+            Row("generated+compile", 64, "fp32", 1.2), Row("generated+compile+bf16", 64, "bf16", 0.1),
+            Row("gemm-floor", 64, "fp32", 0.9)]  # fmt: skip
+    result = summarize(rows, [], "x", "cpu")
+    assert result["speedup_vs_reference_b64"] == 3.0 / 1.2  # the fastest fp32 generated row; bf16 is its own row
+    assert result["speedup_vs_official_darts_b64"] == 2.0 / 1.2
+    assert result["floor_fraction_b64"] == 0.9 / 1.2
+
+
+def test_bench_cli_prints_every_row_and_writes_the_documented_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "essdsl", "bench", "spaces/darts_rnn.space", "--nhid", "16", "--vocab", "40", "--bptt", "4",
+         "--batch", "64", "--repeats", "1", "--no-compile", "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == f"wrote {out}"
+    assert lines[-3].startswith("speedup vs reference: ") and lines[-3].endswith(" (B=64)")
+    assert lines[-2].startswith("fraction of GEMM floor: ") and lines[-2].endswith(" (B=64)")
+    assert "activations: estimate" in proc.stdout
+    result = json.loads(out.read_text())
+    impls = {(r["impl"], r["dtype"]) for r in result["rows"]}
+    assert impls == {("reference", "fp32"), ("official-darts", "fp32"), ("generated", "fp32"),
+                     ("generated+bf16", "bf16"), ("gemm-floor", "fp32")}  # fmt: skip
+    for row in result["rows"]:
+        assert set(row) >= {"impl", "batch", "dtype", "seconds_per_step"} and row["batch"] == 64
+        assert row["seconds_per_step"] > 0
+    rows = {r["impl"]: r["seconds_per_step"] for r in result["rows"]}
+    assert result["speedup_vs_reference_b64"] == rows["reference"] / rows["generated"]
+    assert result["floor_fraction_b64"] == rows["gemm-floor"] / rows["generated"]
+    assert result["memory"][0]["activations_measured_bytes"] > 0
