@@ -293,7 +293,9 @@ class Trainer:
 
     ``describe_arch(model) -> dict`` (search only) returns extra per-epoch
     metrics from the architecture weights (derived genotype, entropies, θ); it
-    is supplied by the caller so the trainer stays space-agnostic.
+    is supplied by the caller so the trainer stays space-agnostic.  ``loss``
+    is the training loss (:func:`cross_entropy`, or that under torch.compile);
+    validation always uses the eager :func:`cross_entropy`.
     """
 
     model: torch.nn.Module
@@ -307,6 +309,7 @@ class Trainer:
     on_step: Optional[Callable[[StepInfo], None]] = None
     on_epoch: Optional[Callable[[dict], None]] = None
     extra_state: dict = field(default_factory=dict)  # stored in every checkpoint (e.g. what eval needs)
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy  # of training steps (e.g. a compiled one)
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -366,7 +369,7 @@ class Trainer:
     # -- loss
     def loss_fn(self, tokens, targets, hidden):
         logits, new_hidden = self.model(tokens, hidden)
-        return cross_entropy(logits, targets), detach_hidden(new_hidden)
+        return self.loss(logits, targets), detach_hidden(new_hidden)
 
     # -- state
     def state_dict(self) -> dict:

@@ -90,3 +90,39 @@ def test_saved_activations_counts_bytes_kept_for_backward():
         with torch.no_grad():
             torch.tanh(x @ weight)
     assert none_saved.bytes == 0
+
+
+def test_compiled_loss_equals_cross_entropy_across_lengths():
+    from essdsl.compile.fast import compile_loss
+    from essdsl.search import cross_entropy
+
+    messages = []
+    loss_fn = compile_loss(cross_entropy, report=messages.append)
+    for length in (5, 7, 3):  # the BPTT length varies per step: dynamic shapes, no wrong reuse
+        logits = torch.randn(length, 4, 30, dtype=torch.float64, requires_grad=True)
+        targets = torch.randint(0, 30, (length, 4))
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 30), targets.reshape(-1))
+        (expected_grad,) = torch.autograd.grad(expected, logits)
+        got = loss_fn(logits, targets)
+        (got_grad,) = torch.autograd.grad(got, logits)
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(got_grad, expected_grad, atol=1e-12, rtol=1e-10)
+    assert len(messages) == 1 and "compiled the loss" in messages[0]
+
+
+def test_a_failed_compile_falls_back_to_eager_once_and_says_so():
+    from essdsl.compile.fast import CompileInfo, _with_fallback
+
+    def broken(x):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    failures, messages = [], []
+    call = _with_fallback(lambda x: x + 1, broken, CompileInfo("default"), "the loss", messages.append,
+                          on_failure=lambda: failures.append(1))  # fmt: skip
+    assert [call(1), call(2), call(3)] == [2, 3, 4]
+    assert failures == [1]
+    assert messages == ["torch.compile failed on the loss (no C++ compiler found); running it eagerly instead (--no-compile skips the attempt)"]
+    info = CompileInfo("default")
+    ok = _with_fallback(lambda x: x + 1, lambda x: x + 1, info, "one time step", messages.append)
+    assert ok(1) == 2 and ok(2) == 3 and info.cold_seconds > 0
+    assert messages[-1].startswith("compiled one time step with torch.compile in ")

