@@ -204,6 +204,25 @@ def param_safe(key: str) -> str:
 
 
 # ----------------------------------------------------------------- building
+class LanguageModelError(ValueError):
+    """The cell cannot be wrapped as a language model (e.g. it has no input to embed)."""
+
+
+def embedding_dim(graph: CellGraph) -> int:
+    """Size of the embedded token: every input stream is the embedded token."""
+    if not graph.inputs:
+        raise LanguageModelError("the cell declares no input stream, so there is nothing to embed")
+    dims = {graph.dims[name] for name in graph.inputs}
+    if len(dims) > 1:
+        raise LanguageModelError(f"all input streams are the embedded token and need one size, got {sorted(dims)}")
+    return dims.pop()
+
+
+def decoder_tied(graph: CellGraph) -> bool:
+    """The decoder reuses the embedding when the output state has the embedding's size."""
+    return graph.dims[graph.output] == embedding_dim(graph)
+
+
 class _Resolver:
     def __init__(self, space: ir.Space, sizes: dict[str, int]):
         self.space = space

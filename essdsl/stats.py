@@ -44,11 +44,14 @@ from .graph import (
     EHighway,
     ELinear,
     ERef,
+    LanguageModelError,
     MixedSpec,
     RExpr,
     UpdateSpec,
     arch_entry_count,
     arch_params,
+    decoder_tied,
+    embedding_dim,
     expr_dim,
     expr_params,
     mixed_params,
@@ -57,8 +60,8 @@ from .graph import (
 ZERO = "zero"
 
 
-class StatsError(ValueError):
-    """The graph cannot be measured as a language model (e.g. it has no input to embed)."""
+# what stats raises when the graph cannot be measured as a language model (e.g. no input to embed)
+StatsError = LanguageModelError
 
 
 # ----------------------------------------------------------------- architectures
@@ -100,18 +103,6 @@ def _log10(n: int) -> Optional[float]:
 
 
 # ----------------------------------------------------------------- parameters
-def embedding_dim(graph: CellGraph) -> int:
-    """Size of the embedded token: every input stream is the embedded token."""
-    if not graph.inputs:
-        raise StatsError("the cell declares no input stream, so there is nothing to embed")
-    dims = {graph.dims[name] for name in graph.inputs}
-    if len(dims) > 1:
-        raise StatsError(f"all input streams are the embedded token and need one size, got {sorted(dims)}")
-    return dims.pop()
-
-
-def decoder_tied(graph: CellGraph) -> bool:
-    return graph.dims[graph.output] == embedding_dim(graph)
 
 
 def embedding_params(graph: CellGraph) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from ..graph import CellGraph, MixedSpec, Stream
+from ..graph import CellGraph, MixedSpec, Stream, decoder_tied, embedding_dim  # noqa: F401 - re-exported for the compiler
 
 ZERO = "zero"
 
@@ -67,21 +67,6 @@ def hidden_layout(graph: CellGraph) -> list[HiddenSlot]:
         HiddenSlot(name, "input", graph.dims[name], -w.earliest) for name, w in graph.inputs.items() if w.earliest < 0
     ]
     return slots
-
-
-def decoder_tied(graph: CellGraph) -> bool:
-    """The decoder reuses the embedding when the output state has the embedding's size."""
-    return graph.dims[graph.output] == embedding_dim(graph)
-
-
-def embedding_dim(graph: CellGraph) -> int:
-    """Size of the embedded token: the size of the (first) input stream."""
-    if not graph.inputs:
-        raise ValueError("the cell declares no input stream, so there is nothing to embed")
-    dims = {graph.dims[name] for name in graph.inputs}
-    if len(dims) > 1:
-        raise ValueError(f"all input streams are the embedded token and need one size, got {sorted(dims)}")
-    return dims.pop()
 
 
 def op_mask(spec: MixedSpec) -> list[list[bool]]:
