@@ -185,6 +185,28 @@ def _read_run_manifest(run_dir: Path) -> dict:
         fail(f"{path} is damaged ({exc})")
 
 
+def _resumed_run(run_dir: Path, kind: str, noun: str) -> dict:
+    """The manifest of the run to continue with --resume, which must be a ``kind`` run."""
+    run = _read_run_manifest(run_dir)
+    if run.get("kind") != kind:
+        fail(f"{run_dir} is a '{run.get('kind')}' run, not {noun}")
+    return run
+
+
+def _run_settings(run: dict) -> tuple:
+    """What a resumed run continues with: its config, data folder, dropouts and synthetic size."""
+    from ..search import RunConfig
+
+    return RunConfig.from_dict(run["config"]), run.get("data"), run["dropouts"], run.get("synthetic_tokens")
+
+
+def _require_positive(**options: Optional[int]) -> None:
+    """``--name`` options that, when given, must be positive integers."""
+    for name, value in options.items():
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
 def _check_same_run(run: dict, space: dict, sizes: dict, what: str) -> None:
     if run["space"]["sha256"] != space["sha256"]:
         fail(
@@ -453,31 +475,21 @@ def search(
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
     if order not in ("first", "second"):
         fail(f"--order must be 'first' or 'second', not '{order}'")
-    for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size), ("--bptt", bptt), ("--eval-batch-size", eval_batch_size)):
-        if value is not None and value < 1:
-            fail(f"{name} must be a positive integer, got {value}")
+    _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size)
     dev = _device(device)
     space = _resolve_space(space_or_artifact, ninp, nhid)
-    space_name = None
+    run = None
 
     if resume is not None:
-        run_dir = resume
-        run = _read_run_manifest(run_dir)
-        if run.get("kind") != "search":
-            fail(f"{run_dir} is a '{run.get('kind')}' run, not a search")
+        run = _resumed_run(resume, "search", "a search")
         sizes = dict(run["sizes"])
         if ninp is not None or nhid is not None:
             asked = {"ninp": _pick(ninp, sizes.get("ninp")), "nhid": _pick(nhid, sizes.get("nhid"))}
             _check_same_run(run, space, asked, "space")
         _check_same_run(run, space, sizes, "space")
-        from ..search import RunConfig
-
-        cfg = RunConfig.from_dict(run["config"])
-        data_dir = run.get("data")
+        cfg, data_dir, dropouts, synthetic_tokens = _run_settings(run)
         if data is not None and (data_dir is None or Path(data).resolve() != Path(data_dir).resolve()):
             fail(f"refusing to resume: --data {data} is not the data this run used ({data_dir or 'the synthetic corpus'})")
-        dropouts = run["dropouts"]
-        synthetic_tokens = run.get("synthetic_tokens")
     else:
         synthetic = data is None
         base = SYNTHETIC_SEARCH if synthetic else DARTS_SEARCH
@@ -520,7 +532,7 @@ def search(
         fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]}
     run_dir, run = _open_run(
-        "search", SEARCH_CHECKPOINT, out, resume, run if resume is not None else None, space_record, sizes, cfg, dropouts,
+        "search", SEARCH_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
         model_cfg, data_dir, synthetic_tokens, corpus, dev, extra={"model_manifest": model_manifest},
     )  # fmt: skip
     trainer, progress = _start_trainer(
@@ -627,26 +639,20 @@ def train(
     compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
 ) -> None:
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
-    for name, value in (("--epochs", epochs), ("--max-steps", max_steps), ("--batch-size", batch_size), ("--bptt", bptt)):
-        if value is not None and value < 1:
-            fail(f"{name} must be a positive integer, got {value}")
+    _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt)
     dev = _device(device)
     space = _resolve_space(genotype, ninp, nhid)
-    from ..search import RunConfig
+    run = None
 
     if resume is not None:
-        run_dir = resume
-        run = _read_run_manifest(run_dir)
-        if run.get("kind") != "train":
-            fail(f"{run_dir} is a '{run.get('kind')}' run, not a training run")
+        run = _resumed_run(resume, "train", "a training run")
         sizes = dict(run["sizes"])
         asked = {"ninp": _pick(ninp, sizes["ninp"]), "nhid": _pick(nhid, sizes["nhid"])}
         _check_same_run(run, space, asked, "genotype")
-        cfg = RunConfig.from_dict(run["config"])
-        data_dir = run.get("data")
-        dropouts = run["dropouts"]
-        synthetic_tokens = run.get("synthetic_tokens")
+        cfg, data_dir, dropouts, synthetic_tokens = _run_settings(run)
     else:
+        from ..search import RunConfig
+
         synthetic = data is None
         base = SYNTHETIC_TRAIN if synthetic else DARTS_TRAIN
         sizes = {"ninp": _pick(ninp, base["ninp"]), "nhid": _pick(nhid, base["nhid"])}
@@ -673,7 +679,7 @@ def train(
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]}
     run_dir, run = _open_run(
-        "train", TRAIN_CHECKPOINT, out, resume, run if resume is not None else None, space_record, sizes, cfg, dropouts,
+        "train", TRAIN_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
         model_cfg, data_dir, synthetic_tokens, corpus, dev,
     )  # fmt: skip
     trainer, progress = _start_trainer(
