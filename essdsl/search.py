@@ -29,6 +29,7 @@ learning rate when the loss stops being finite.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -178,6 +179,26 @@ def detach_hidden(hidden):
     return [h.detach() for h in hidden]
 
 
+@contextlib.contextmanager
+def frozen(params):
+    """Take no gradient of ``params`` for a while (``requires_grad`` off, restored after).
+
+    For gradients of the architecture weights alone: eager autograd already skips
+    what no requested input needs, but a ``torch.compile``d step's backward is one
+    node that computes the gradient of every input that requires one.  With the
+    model weights frozen it is compiled (once more, cached) without the weight
+    gradients: a third of the cell's GEMM work."""
+    params = list(params)
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def _rng_state(device: torch.device):
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -214,8 +235,9 @@ class BilevelOptimizer:
         if self.cfg.order == "second":
             return self.second_order_gradient(loss_fn, train_batch, val_batch, eta)
         tokens, targets, hidden = val_batch
-        loss, new_hidden = loss_fn(tokens, targets, hidden)
-        grads = torch.autograd.grad(loss, self.arch)
+        with frozen(self.weights):
+            loss, new_hidden = loss_fn(tokens, targets, hidden)
+            grads = torch.autograd.grad(loss, self.arch)
         return list(grads), loss.detach(), new_hidden
 
     def second_order_gradient(self, loss_fn, train_batch, val_batch, eta: float):
@@ -254,8 +276,9 @@ class BilevelOptimizer:
             for p, b, d in zip(self.weights, base, direction):
                 p.copy_(b + eps * d)
         _set_rng_state(rng, self.weights[0].device)
-        loss, _ = loss_fn(*train_batch)
-        grads = torch.autograd.grad(loss, self.arch, allow_unused=True)
+        with frozen(self.weights):
+            loss, _ = loss_fn(*train_batch)
+            grads = torch.autograd.grad(loss, self.arch, allow_unused=True)
         return [torch.zeros_like(a) if g is None else g for a, g in zip(self.arch, grads)]
 
     def step(self, grads) -> None:
@@ -472,7 +495,6 @@ class Trainer:
         seq_len = sample_seq_len(cfg.bptt, self.seq_rng)
         tokens, targets = get_batch(self.train_data, self.position, seq_len)
         length = tokens.size(0)
-        eta = self.lr * length / cfg.bptt
         self.model.train()
         if self.hidden is None:  # a new epoch starts from zero states
             self.hidden = self.model.init_hidden(cfg.batch_size)
@@ -483,37 +505,61 @@ class Trainer:
                 self.search_position = 0
                 self.search_hidden = self.model.init_hidden(cfg.batch_size)
             v_tokens, v_targets = get_batch(self.search_data, self.search_position, length)
-            grads, val_loss, self.search_hidden = self.bilevel.arch_gradient(
-                self.loss_fn,
-                (tokens, targets, self.hidden),
-                (v_tokens, v_targets, self.search_hidden),
-                eta,
-            )
-            if not math.isfinite(float(val_loss)) or not all(torch.isfinite(g).all() for g in grads):
+            if not self.arch_update(tokens, targets, v_tokens, v_targets):
                 return math.nan
-            self.bilevel.step(grads)
             self.search_position += length
-        for group in self.w_opt.param_groups:
-            group["lr"] = eta
-        loss, self.hidden = self.loss_fn(tokens, targets, self.hidden)
-        self.w_opt.zero_grad(set_to_none=True)
-        for p in self.arch.values():
-            p.grad = None
-        value = float(loss.detach())
+        value = self.weight_update(tokens, targets)
         if not math.isfinite(value):
             return math.nan
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(self.weights.values()), cfg.clip)
-        self.w_opt.step()
-        for group in self.w_opt.param_groups:
-            group["lr"] = self.lr
-        for p in self.arch.values():
-            p.grad = None
         self.position += length
         self.last_length = length
         self.epoch_loss_sum += value * length
         self.epoch_tokens += length
         return value
+
+    def _eta(self, tokens) -> float:
+        """The step's learning rate: lr scaled by the segment's length over bptt."""
+        return self.lr * tokens.size(0) / self.cfg.bptt
+
+    def arch_update(self, tokens, targets, v_tokens, v_targets) -> bool:
+        """One architecture step (first or second order, per the config) from the
+        training segment and the same-length validation segment; the search hidden
+        state moves on.  False, with the architecture unchanged, when the validation
+        loss or a gradient is not finite."""
+        grads, val_loss, self.search_hidden = self.bilevel.arch_gradient(
+            self.loss_fn,
+            (tokens, targets, self.hidden),
+            (v_tokens, v_targets, self.search_hidden),
+            self._eta(tokens),
+        )
+        if not math.isfinite(float(val_loss)) or not all(torch.isfinite(g).all() for g in grads):
+            return False
+        self.bilevel.step(grads)
+        return True
+
+    def weight_update(self, tokens, targets) -> float:
+        """One SGD step of the model weights on a training segment (gradient clipped,
+        lr scaled by the segment's length); the training hidden state moves on.
+        Returns the loss; when it is not finite, no weight is changed."""
+        for group in self.w_opt.param_groups:
+            group["lr"] = self._eta(tokens)
+        try:
+            loss, self.hidden = self.loss_fn(tokens, targets, self.hidden)
+            self.w_opt.zero_grad(set_to_none=True)
+            for p in self.arch.values():
+                p.grad = None
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                return math.nan
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(self.weights.values()), self.cfg.clip)
+            self.w_opt.step()
+            for p in self.arch.values():
+                p.grad = None
+            return value
+        finally:
+            for group in self.w_opt.param_groups:
+                group["lr"] = self.lr
 
     def _rollback(self, reason: str) -> None:
         if self.rollbacks >= MAX_ROLLBACKS or self._good_state is None:

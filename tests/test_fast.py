@@ -14,6 +14,7 @@ import torch
 from essdsl.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 from essdsl.compile.fast import SavedActivations, autocast, compile_step, is_compiled, uncompile_step
+from essdsl.search import BilevelOptimizer, RunConfig, cross_entropy, frozen, split_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_DROPOUT = dict(dropout=0, dropouth=0, dropoutx=0, dropouti=0, dropoute=0)
@@ -57,6 +58,43 @@ def test_compiled_step_matches_eager():
         torch.testing.assert_close(got[2][name], grad, atol=1e-10, rtol=1e-7, msg=name)
     uncompile_step(fast)
     assert not is_compiled(fast)
+
+
+def test_arch_gradient_of_a_compiled_step_with_frozen_weights_matches_eager():
+    # The first-order architecture step freezes the model weights so that the
+    # compiled backward leaves out their gradients; the arch gradient must not change.
+    torch.manual_seed(2)
+    tokens, targets = torch.randint(0, 20, (4, 5)), torch.randint(0, 20, (4, 5))
+    eager = _model("spaces/darts_rnn.space").double()
+    fast = _model("spaces/darts_rnn.space").double()
+    fast.load_state_dict(eager.state_dict())
+    compile_step(fast)
+    grads = []
+    for model in (eager, fast):
+        weights, arch = split_parameters(model)
+
+        def loss_fn(tok, tgt, hidden, model=model):
+            logits, new_hidden = model(tok, hidden)
+            return cross_entropy(logits, tgt), [h.detach() for h in new_hidden]
+
+        hidden = [h.double() for h in model.init_hidden(5)]
+        bilevel = BilevelOptimizer(weights, arch, {}, RunConfig(order="first"))
+        for _ in range(2):  # the second call runs the already-compiled frozen variant
+            got, _, _ = bilevel.arch_gradient(loss_fn, (tokens, targets, hidden), (tokens, targets, hidden), 1.0)
+        assert all(p.requires_grad for p in weights.values())  # unfrozen afterwards
+        grads.append(got)
+    for expected, got in zip(*grads):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-7)
+
+
+def test_frozen_restores_requires_grad_even_after_an_error():
+    a = torch.nn.Parameter(torch.ones(2))
+    b = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    with pytest.raises(ValueError):
+        with frozen([a, b]):
+            assert not a.requires_grad and not (a * 2).requires_grad
+            raise ValueError("boom")
+    assert a.requires_grad and not b.requires_grad
 
 
 def test_compile_step_rejects_reference_interpreter():
