@@ -14,6 +14,12 @@ one step in turn (so the machine's speed drifting hits all rows alike):
 * ``gemm-floor``: the supernet's GEMM work (3 × forward matmul FLOPs per token ×
   tokens) divided by the rate a large plain matmul reaches on this machine.
 
+Those rows time forward + backward (``step`` = ``fwd+bwd``).  At the batch sizes
+in ``search_batches`` the whole search step is timed too, as ``essdsl search``
+runs it (architecture update, then weight update, through the trainer), first
+order (``step`` = ``search-1st``) and second order (``search-2nd``), for the
+reference interpreter and the compiled module, each with its GEMM floor.
+
 Also: the estimated (``essdsl stats --memory``) vs measured activation memory,
 and on request the loss difference of bf16 vs fp32 after N training steps.
 Used by ``bench/supernet_step.py`` and ``essdsl bench``.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +39,23 @@ import torch
 import torch.nn.functional as F
 
 from ..check import load_graph
-from ..compile import ModelConfig, build_model
+from ..compile import ModelConfig, build_manifest, build_model
 from ..compile.fast import SavedActivations, autocast, compile_loss, compile_step
-from ..search import cross_entropy
+from ..data import Corpus
+from ..search import RunConfig, Trainer, cross_entropy
 from ..stats import memory_estimate, stats_dict
 from .official_darts import OfficialDartsLM
 
 NO_DROPOUT = dict(dropout=0.0, dropouth=0.0, dropoutx=0.0, dropouti=0.0, dropoute=0.0)
+
+
+FWD_BWD = "fwd+bwd"
+# GEMM work of a search step in forward passes' worth.  An architecture-only
+# gradient (weights frozen) needs the forward and the input gradients (2), a
+# weight gradient all three GEMMs (3).  First order: arch step (2) + weight step
+# (3).  Second order: unrolled step's weight gradient (3), validation gradient of
+# arch and weights (3), two finite-difference arch gradients (2 + 2), weight step (3).
+SEARCH_STEPS = {"search-1st": ("first", 2 + 3), "search-2nd": ("second", 3 + 3 + 2 + 2 + 3)}
 
 
 @dataclass
@@ -48,6 +65,7 @@ class Row:
     dtype: str
     seconds_per_step: float
     note: str = ""
+    step: str = FWD_BWD
 
 
 def _step_fn(model, tokens, targets, bf16: bool, device: str, loss_fn: Callable = cross_entropy):
@@ -62,6 +80,61 @@ def _step_fn(model, tokens, targets, bf16: bool, device: str, loss_fn: Callable 
         return loss
 
     return step
+
+
+def _search_step_fn(model, graph, config, order: str, batch: int, tokens, targets, loss, run_dir: Path):
+    """One full search step (arch update, then weight update) of ``model`` through
+    the :class:`Trainer`, on fixed training and validation segments."""
+    vocab = config.vocab
+    ids = torch.randint(0, vocab, (batch * (tokens.size(0) + 2),)).numpy()
+    corpus = Corpus("random", [str(i) for i in range(vocab)], ids, ids, ids)
+    cfg = RunConfig(search=True, batch_size=batch, bptt=tokens.size(0), lr=1.0, order=order)
+    manifest = build_manifest(graph, config, model)
+    trainer = Trainer(model, corpus, cfg, run_dir, manifest=manifest, device=tokens.device, loss=loss)
+    trainer.hidden = model.init_hidden(batch)
+    trainer.search_hidden = model.init_hidden(batch)
+    v_tokens, v_targets = targets, tokens  # another segment of the same shape
+
+    def step():
+        trainer.arch_update(tokens, targets, v_tokens, v_targets)
+        trainer.weight_update(tokens, targets)
+
+    return step
+
+
+def _search_rows(graph, config, batch, tokens, targets, state, repeats, device, include_reference, include_compile,
+                 forward_flops_per_token, log) -> list[Row]:  # fmt: skip
+    """Time the full first- and second-order search steps, round-robin, with their floors."""
+    models = {}
+    if include_reference:
+        models["reference"] = (build_model(graph, config, impl="reference"), cross_entropy)
+    if include_compile:
+        compiled = build_model(graph, config, impl="generated")
+        compile_step(compiled, mode="reduce-overhead" if device == "cuda" else "default")
+        models["generated+compile"] = (compiled, compile_loss(cross_entropy))
+    else:
+        models["generated"] = (build_model(graph, config, impl="generated"), cross_entropy)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = {}
+        for impl, (model, loss) in models.items():
+            model.load_state_dict(state)
+            model.to(device).train()
+            for kind, (order, _) in SEARCH_STEPS.items():
+                steps[(impl, kind)] = _search_step_fn(model, graph, config, order, batch, tokens, targets, loss, Path(tmp))
+        log(f"  B={batch:<4} warming up {len(steps)} search steps (first and second order), then {repeats} rounds")
+        steps[PEAK] = _matmul_fn(device)
+        medians = time_steps(steps, repeats, device)
+    rate = 2 * PEAK_SIZE**3 / medians.pop(PEAK)
+    for (impl, kind), seconds in medians.items():
+        rows.append(Row(impl, batch, "fp32", seconds, step=kind))
+        log(f"  B={batch:<4} {impl:<24} {kind:<10} {seconds:8.3f} s/step")
+    for kind, (_, passes) in SEARCH_STEPS.items():
+        work = forward_flops_per_token * passes * tokens.numel()
+        note = f"{work / 1e9:.3g} GFLOP at {rate / 1e9:.1f} GFLOP/s"
+        rows.append(Row("gemm-floor", batch, "fp32", work / rate, note, step=kind))
+        log(f"  B={batch:<4} {'gemm-floor':<24} {kind:<10} {work / rate:8.3f} s/step  ({note})")
+    return rows
 
 
 def _sync(device: str) -> None:
@@ -121,11 +194,13 @@ def run(
     bf16_batches: tuple = (64,),
     include_reference: bool = True,
     include_compile: bool = True,
+    search_batches: tuple = (64,),
     log: Callable[[str], None] = print,
 ) -> dict:
     graph = load_graph(space, {"ninp": nhid, "nhid": nhid, "vocab": vocab})
     config = ModelConfig(vocab=vocab, search=True, **NO_DROPOUT)
-    gemm_flops_per_token = 3 * (stats_dict(graph)["flops_per_token"]["supernet"])
+    forward_flops_per_token = stats_dict(graph)["flops_per_token"]["supernet"]
+    gemm_flops_per_token = 3 * forward_flops_per_token
     log(f"{graph.name}: nhid {nhid}, vocab {vocab}, T {bptt}, {device}, {torch.get_num_threads()} threads, "
         f"median of {repeats} rounds")  # fmt: skip
     rows: list[Row] = []
@@ -184,12 +259,16 @@ def run(
         note = f"{work / 1e9:.3g} GFLOP at {rate / 1e9:.1f} GFLOP/s"
         rows.append(Row("gemm-floor", batch, "fp32", work / rate, note))
         log(f"  B={batch:<4} {'gemm-floor':<24} fp32  {work / rate:8.3f} s/step  ({note})")
+        if batch in search_batches:
+            rows += _search_rows(graph, config, batch, tokens, targets, state, repeats, device, include_reference,
+                                 include_compile, forward_flops_per_token, log)  # fmt: skip
     return summarize(rows, memory, graph.name, device)
 
 
 def summarize(rows: list[Row], memory: list[dict], name: str, device: str) -> dict:
-    def best(batch, names):
-        times = [r.seconds_per_step for r in rows if r.batch == batch and r.impl in names and r.dtype == "fp32"]
+    def best(batch, names, step=FWD_BWD):
+        times = [r.seconds_per_step for r in rows
+                 if r.batch == batch and r.impl in names and r.dtype == "fp32" and r.step == step]  # fmt: skip
         return min(times) if times else None
 
     fast = ("generated", "generated+compile")
@@ -206,17 +285,30 @@ def summarize(rows: list[Row], memory: list[dict], name: str, device: str) -> di
         result[f"speedup_vs_reference_{suffix}"] = ref / ours if ref and ours else None
         result[f"speedup_vs_official_darts_{suffix}"] = official / ours if official and ours else None
         result[f"floor_fraction_{suffix}"] = floor / ours if floor and ours else None
+        for kind in SEARCH_STEPS:
+            ours, ref, floor = (best(batch, names, kind) for names in (fast, ("reference",), ("gemm-floor",)))
+            if ours is not None:
+                key = kind.replace("-", "_")  # search_1st, search_2nd
+                result[f"{key}_speedup_vs_reference_{suffix}"] = ref / ours if ref else None
+                result[f"{key}_floor_fraction_{suffix}"] = floor / ours if floor else None
     return result
 
 
 def print_table(result: dict, log: Callable[[str], None] = print) -> None:
     log("")
-    log(f"{'impl':<26} {'batch':>5} {'dtype':>5} {'s/step':>9} {'vs ref':>7}")
-    refs = {r["batch"]: r["seconds_per_step"] for r in result["rows"] if r["impl"] == "reference"}
+    log(f"{'impl':<26} {'step':<10} {'batch':>5} {'dtype':>5} {'s/step':>9} {'vs ref':>7}")
+    refs = {(r["batch"], r["step"]): r["seconds_per_step"] for r in result["rows"] if r["impl"] == "reference"}
     for r in result["rows"]:
-        ratio = refs.get(r["batch"])
+        ratio = refs.get((r["batch"], r["step"]))
         vs = f"{ratio / r['seconds_per_step']:7.2f}" if ratio else "      -"
-        log(f"{r['impl']:<26} {r['batch']:>5} {r['dtype']:>5} {r['seconds_per_step']:9.3f} {vs}")
+        log(f"{r['impl']:<26} {r['step']:<10} {r['batch']:>5} {r['dtype']:>5} {r['seconds_per_step']:9.3f} {vs}")
+    for batch in sorted({r["batch"] for r in result["rows"]}):
+        for kind in SEARCH_STEPS:
+            key = kind.replace("-", "_")
+            speedup, fraction = result.get(f"{key}_speedup_vs_reference_b{batch}"), result.get(f"{key}_floor_fraction_b{batch}")
+            if fraction is not None:
+                vs_ref = f"{speedup:.2f}x the reference, " if speedup is not None else ""
+                log(f"{kind} step: {vs_ref}{fraction:.2f} of its GEMM floor (B={batch})")
     for batch in sorted({r["batch"] for r in result["rows"]}):
         for key, label in (("speedup_vs_reference", "speedup vs reference"),
                            ("speedup_vs_official_darts", "speedup vs official DARTS way"),

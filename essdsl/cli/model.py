@@ -95,7 +95,9 @@ def bench_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     bf16_batch: list[int] = typer.Option([64], "--bf16-batch", help="batch sizes that also get a bf16-autocast row"),
     no_reference: bool = typer.Option(False, "--no-reference", help="skip the (slow) reference interpreter row"),
-    no_compile: bool = typer.Option(False, "--no-compile", help="skip the torch.compile rows"),
+    no_compile: bool = typer.Option(False, "--no-compile", help="skip the torch.compile rows (the search steps then time the eager generated module)"),
+    search_batch: list[int] = typer.Option([64], "--search-batch", help="batch sizes that also time the full first- and second-order search step"),
+    no_search_steps: bool = typer.Option(False, "--no-search-steps", help="skip timing the full search steps"),
     bf16_steps: int = typer.Option(0, "--bf16-steps", help="also train N steps in fp32 and bf16 (nhid 64) and report the loss difference"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON to this file"),
 ) -> None:
@@ -104,7 +106,9 @@ def bench_command(
     Rows: reference interpreter, the official-DARTS-shaped step (DARTS layouts only),
     the generated module eager and with one time step under torch.compile, bf16
     autocast, and this machine's GEMM-only floor; plus estimated vs measured
-    activation memory.  Ends with 'speedup vs reference: X.XX (B=64)' and
+    activation memory.  At --search-batch sizes also the whole search step as
+    'essdsl search' runs it (architecture update then weight update, first and
+    second order), reference vs compiled, each against its own GEMM floor.  Ends with 'speedup vs reference: X.XX (B=64)' and
     'fraction of GEMM floor: Y.YY (B=64)'.
 
     Example: essdsl bench spaces/darts_rnn.space --batch 64 --repeats 3 --json bench.json
@@ -129,6 +133,7 @@ def bench_command(
     result = run(
         str(space), nhid=nhid, vocab=vocab, bptt=bptt, batches=tuple(batch), repeats=repeats, device=device,
         bf16_batches=tuple(bf16_batch), include_reference=not no_reference, include_compile=not no_compile,
+        search_batches=() if no_search_steps else tuple(search_batch),
     )  # fmt: skip
     if bf16_steps:
         drift = bf16_drift(str(space), steps=bf16_steps, device=device)
