@@ -87,6 +87,32 @@ def test_arch_gradient_of_a_compiled_step_with_frozen_weights_matches_eager():
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-7)
 
 
+def test_a_search_compiles_one_variant_per_kind_of_backward():
+    # ess_joint reads states up to three steps back: a segment's first steps see
+    # detached hidden states, and compiled as they come each would be one more
+    # variant (x2 for arch-only vs full backward), past torch's limit of 8.
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    torch._dynamo.reset()  # count this test's variants only
+    torch.manual_seed(3)
+    model = _model("spaces/ess_joint.space")
+    compile_step(model)
+    weights, arch = split_parameters(model)
+    tokens, targets = torch.randint(0, 20, (6, 3)), torch.randint(0, 20, (6, 3))
+
+    def loss_fn(tok, tgt, hidden):
+        logits, new_hidden = model(tok, hidden)
+        return cross_entropy(logits, tgt), [h.detach() for h in new_hidden]
+
+    bilevel = BilevelOptimizer(weights, arch, {}, RunConfig(order="second"))
+    hidden = model.init_hidden(3)
+    for _ in range(2):  # second order: full and arch-only backward passes; then a weight step
+        bilevel.arch_gradient(loss_fn, (tokens, targets, hidden), (tokens, targets, hidden), 1.0)
+        loss, hidden = loss_fn(tokens, targets, hidden)
+        loss.backward()
+    assert len(_debug_get_cache_entry_list(type(model).step.__code__)) == 2
+
+
 def test_frozen_restores_requires_grad_even_after_an_error():
     a = torch.nn.Parameter(torch.ones(2))
     b = torch.nn.Parameter(torch.ones(2), requires_grad=False)

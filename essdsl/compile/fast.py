@@ -67,8 +67,22 @@ def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
         raise TypeError("only generated models have a step() to compile (use impl='generated')")
     info = CompileInfo(mode=mode)
     eager = type(model).step.__get__(model)
-    compiled = torch.compile(eager, mode=mode, fullgraph=False)
-    model.step = _with_fallback(eager, compiled, info, "one time step", report, on_failure=lambda: uncompile_step(model))
+    compiled = _with_fallback(eager, torch.compile(eager, mode=mode, fullgraph=False), info, "one time step", report,
+                              on_failure=lambda: uncompile_step(model))  # fmt: skip
+
+    def step(xs, past, masks, arch):
+        # A segment's first steps read past states from the detached hidden state.
+        # Compiled as they come, each requires_grad pattern of the inputs is one more
+        # variant (first step, second step of a two-step window, ..., and each again
+        # when only the architecture is differentiated), and torch stops compiling
+        # after 8.  Those states are given requires_grad like every later step's
+        # (fresh leaves whose gradient is dropped), so one variant serves the segment.
+        # (Running those steps eagerly instead is not an option: the compiled steps
+        # update BatchNorm's running statistics in place, which the eager step saved.)
+        if torch.is_grad_enabled() and not all(p.requires_grad for p in past):
+            past = [p if p.requires_grad else p.detach().requires_grad_() for p in past]
+        return compiled(xs, past, masks, arch)
+    model.step = step
     model._essdsl_compile_info = info
     if mode == "reduce-overhead":
         # CUDA graph trees must be told where an iteration begins: each forward
