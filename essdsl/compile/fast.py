@@ -73,14 +73,18 @@ def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
     def step(xs, past, masks, arch):
         # A segment's first steps read past states from the detached hidden state.
         # Compiled as they come, each requires_grad pattern of the inputs is one more
-        # variant (first step, second step of a two-step window, ..., and each again
+        # variant (first step, second step of a three-step window, ...; each again
         # when only the architecture is differentiated), and torch stops compiling
-        # after 8.  Those states are given requires_grad like every later step's
-        # (fresh leaves whose gradient is dropped), so one variant serves the segment.
-        # (Running those steps eagerly instead is not an option: the compiled steps
-        # update BatchNorm's running statistics in place, which the eager step saved.)
-        if torch.is_grad_enabled() and not all(p.requires_grad for p in past):
-            past = [p if p.requires_grad else p.detach().requires_grad_() for p in past]
+        # after 8.  Where some past states carry a gradient and some do not, the
+        # others get requires_grad too (fresh leaves whose gradient is dropped), so
+        # each kind of backward has two variants: the first step, whose backward
+        # stops at the hidden state, and every later one.  (Running those steps
+        # eagerly is not an option: the compiled steps update BatchNorm's running
+        # statistics in place, which the eager step saved for its backward.)
+        if torch.is_grad_enabled():
+            grads = [p.requires_grad for p in past]
+            if any(grads) and not all(grads):
+                past = [p if p.requires_grad else p.detach().requires_grad_() for p in past]
         return compiled(xs, past, masks, arch)
     model.step = step
     model._essdsl_compile_info = info
