@@ -5,7 +5,8 @@
 
 Same as `essdsl bench SPACE`.  Rows: reference interpreter, the official-DARTS-shaped
 step, generated eager, generated with one time step under torch.compile, that under
-bf16 autocast, and the GEMM-only floor of this machine.  Ends with
+bf16 autocast, and the GEMM-only floor of this machine; at B=64 also the whole
+first- and second-order search step, reference vs compiled.  Ends with
 `speedup vs reference: X.XX (B=64)` and `fraction of GEMM floor: Y.YY (B=64)`.
 """
 
