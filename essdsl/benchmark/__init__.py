@@ -50,6 +50,7 @@ NO_DROPOUT = dict(dropout=0.0, dropouth=0.0, dropoutx=0.0, dropouti=0.0, dropout
 
 
 FWD_BWD = "fwd+bwd"
+FWD_BWD_PASSES = 3  # forward, input gradients, weight gradients
 # GEMM work of a search step in forward passes' worth.  An architecture-only
 # gradient (weights frozen) needs the forward and the input gradients (2), a
 # weight gradient all three GEMMs (3).  First order: arch step (2) + weight step
@@ -82,6 +83,24 @@ def _step_fn(model, tokens, targets, bf16: bool, device: str, loss_fn: Callable 
     return step
 
 
+def _compiled_model(graph, config, device: str):
+    """The generated module with its time step compiled (CUDA graphs on GPU) and the
+    compiled loss, as search and train run them: (model, CompileInfo, loss)."""
+    model = build_model(graph, config, impl="generated")
+    info = compile_step(model, mode="reduce-overhead" if device == "cuda" else "default")
+    return model, info, compile_loss(cross_entropy)
+
+
+def _floor_row(forward_flops_per_token: float, passes: int, tokens: int, rate: float, batch: int, step: str,
+               column: str, log) -> Row:  # fmt: skip
+    """The GEMM floor of a step doing ``passes`` forward passes' worth of GEMMs over
+    ``tokens`` at ``rate``; logged with ``column`` (dtype or step) like the timed rows."""
+    work = forward_flops_per_token * passes * tokens
+    note = f"{work / 1e9:.3g} GFLOP at {rate / 1e9:.1f} GFLOP/s"
+    log(f"  B={batch:<4} {'gemm-floor':<24} {column} {work / rate:8.3f} s/step  ({note})")
+    return Row("gemm-floor", batch, "fp32", work / rate, note, step=step)
+
+
 def _search_step_fn(model, graph, config, order: str, batch: int, tokens, targets, loss, run_dir: Path):
     """One full search step (arch update, then weight update) of ``model`` through
     the :class:`Trainer`, on fixed training and validation segments."""
@@ -109,9 +128,8 @@ def _search_rows(graph, config, batch, tokens, targets, state, repeats, device, 
     if include_reference:
         models["reference"] = (build_model(graph, config, impl="reference"), cross_entropy)
     if include_compile:
-        compiled = build_model(graph, config, impl="generated")
-        compile_step(compiled, mode="reduce-overhead" if device == "cuda" else "default")
-        models["generated+compile"] = (compiled, compile_loss(cross_entropy))
+        compiled, _, compiled_loss = _compiled_model(graph, config, device)
+        models["generated+compile"] = (compiled, compiled_loss)
     else:
         models["generated"] = (build_model(graph, config, impl="generated"), cross_entropy)
     rows = []
@@ -123,17 +141,12 @@ def _search_rows(graph, config, batch, tokens, targets, state, repeats, device, 
             for kind, (order, _) in SEARCH_STEPS.items():
                 steps[(impl, kind)] = _search_step_fn(model, graph, config, order, batch, tokens, targets, loss, Path(tmp))
         log(f"  B={batch:<4} warming up {len(steps)} search steps (first and second order), then {repeats} rounds")
-        steps[PEAK] = _matmul_fn(device)
-        medians = time_steps(steps, repeats, device)
-    rate = 2 * PEAK_SIZE**3 / medians.pop(PEAK)
+        medians, rate = _time_with_peak(steps, repeats, device)
     for (impl, kind), seconds in medians.items():
         rows.append(Row(impl, batch, "fp32", seconds, step=kind))
         log(f"  B={batch:<4} {impl:<24} {kind:<10} {seconds:8.3f} s/step")
     for kind, (_, passes) in SEARCH_STEPS.items():
-        work = forward_flops_per_token * passes * tokens.numel()
-        note = f"{work / 1e9:.3g} GFLOP at {rate / 1e9:.1f} GFLOP/s"
-        rows.append(Row("gemm-floor", batch, "fp32", work / rate, note, step=kind))
-        log(f"  B={batch:<4} {'gemm-floor':<24} {kind:<10} {work / rate:8.3f} s/step  ({note})")
+        rows.append(_floor_row(forward_flops_per_token, passes, tokens.numel(), rate, batch, kind, f"{kind:<10}", log))
     return rows
 
 
@@ -170,6 +183,13 @@ def _matmul_fn(device: str, size: int = PEAK_SIZE) -> Callable:
     return lambda: a @ b
 
 
+def _time_with_peak(steps: dict, repeats: int, device: str) -> tuple[dict, float]:
+    """Median seconds per step of each of ``steps`` and, timed in the same rounds,
+    this machine's matmul rate (FLOP/s) for the floor."""
+    medians = time_steps({**steps, PEAK: _matmul_fn(device)}, repeats, device)
+    return medians, 2 * PEAK_SIZE**3 / medians.pop(PEAK)
+
+
 def _official_model(graph, vocab: int, state: dict) -> Optional[torch.nn.Module]:
     """The official-DARTS-shaped module when the space has exactly DARTS's layout, else None."""
     steps = sum(1 for s in graph.mixed_nodes())
@@ -200,7 +220,6 @@ def run(
     graph = load_graph(space, {"ninp": nhid, "nhid": nhid, "vocab": vocab})
     config = ModelConfig(vocab=vocab, search=True, **NO_DROPOUT)
     forward_flops_per_token = stats_dict(graph)["flops_per_token"]["supernet"]
-    gemm_flops_per_token = 3 * forward_flops_per_token
     log(f"{graph.name}: nhid {nhid}, vocab {vocab}, T {bptt}, {device}, {torch.get_num_threads()} threads, "
         f"median of {repeats} rounds")  # fmt: skip
     rows: list[Row] = []
@@ -226,9 +245,7 @@ def run(
         add("generated", base)
         compile_info = None
         if include_compile:
-            compiled = build_model(graph, config, impl="generated")
-            compile_info = compile_step(compiled, mode="reduce-overhead" if device == "cuda" else "default")
-            compiled_loss = compile_loss(cross_entropy)  # as search and train run it
+            compiled, compile_info, compiled_loss = _compiled_model(graph, config, device)
             add("generated+compile", compiled, loss=compiled_loss)
             if batch in bf16_batches:
                 add("generated+compile+bf16", compiled, bf16=True, loss=compiled_loss)
@@ -236,9 +253,7 @@ def run(
             add("generated+bf16", build_model(graph, config, impl="generated"), bf16=True)
         log(f"  B={batch:<4} warming up {len(entries)} implementations, then {repeats} rounds of one step each")
         steps = {name: _step_fn(model, tokens, targets, bf16, device, loss) for name, (model, bf16, loss) in entries.items()}
-        steps[PEAK] = _matmul_fn(device)  # the floor's GEMM rate, measured in the same rounds
-        medians = time_steps(steps, repeats, device)
-        rate = 2 * PEAK_SIZE**3 / medians.pop(PEAK)
+        medians, rate = _time_with_peak(steps, repeats, device)
         for name, seconds in medians.items():
             row = Row(name, batch, "bf16" if entries[name][1] else "fp32", seconds)
             rows.append(row)
@@ -255,10 +270,7 @@ def run(
                        "activations_measured_bytes": saved.bytes})  # fmt: skip
         log(f"  B={batch:<4} activations: estimate {estimate['activations_bytes'] / 2**20:,.0f} MiB, "
             f"measured {saved.bytes / 2**20:,.0f} MiB")  # fmt: skip
-        work = gemm_flops_per_token * bptt * batch
-        note = f"{work / 1e9:.3g} GFLOP at {rate / 1e9:.1f} GFLOP/s"
-        rows.append(Row("gemm-floor", batch, "fp32", work / rate, note))
-        log(f"  B={batch:<4} {'gemm-floor':<24} fp32  {work / rate:8.3f} s/step  ({note})")
+        rows.append(_floor_row(forward_flops_per_token, FWD_BWD_PASSES, bptt * batch, rate, batch, FWD_BWD, f"{'fp32':<5}", log))
         if batch in search_batches:
             rows += _search_rows(graph, config, batch, tokens, targets, state, repeats, device, include_reference,
                                  include_compile, forward_flops_per_token, log)  # fmt: skip

@@ -86,6 +86,7 @@ def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
             if any(grads) and not all(grads):
                 past = [p if p.requires_grad else p.detach().requires_grad_() for p in past]
         return compiled(xs, past, masks, arch)
+
     model.step = step
     model._essdsl_compile_info = info
     if mode == "reduce-overhead":
