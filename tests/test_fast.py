@@ -14,7 +14,7 @@ import torch
 from essdsl.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 from essdsl.compile.fast import SavedActivations, autocast, compile_step, is_compiled, uncompile_step
-from essdsl.search import BilevelOptimizer, RunConfig, cross_entropy, frozen, split_parameters
+from essdsl.search import BilevelOptimizer, RunConfig, cross_entropy, evaluate_loss, frozen, split_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_DROPOUT = dict(dropout=0, dropouth=0, dropoutx=0, dropouti=0, dropoute=0)
@@ -97,7 +97,8 @@ def test_a_search_compiles_one_variant_per_kind_of_backward():
     torch._dynamo.reset()  # count this test's variants only
     torch.manual_seed(3)
     model = _model("spaces/ess_joint.space")
-    compile_step(model)
+    messages = []
+    info = compile_step(model, report=messages.append)
     weights, arch = split_parameters(model)
     tokens, targets = torch.randint(0, 20, (6, 3)), torch.randint(0, 20, (6, 3))
 
@@ -112,6 +113,11 @@ def test_a_search_compiles_one_variant_per_kind_of_backward():
         loss, hidden = loss_fn(tokens, targets, hidden)
         loss.backward()
     assert len(_debug_get_cache_entry_list(type(model).step.__code__)) == 4
+    # each variant is reported as it compiles, not only the first
+    assert info.variants == 4 and info.compile_seconds >= info.cold_seconds > 0
+    assert messages[0].startswith("compiled one time step with torch.compile in ")
+    assert [m.split(" in ")[0] for m in messages[1:]] == [
+        f"compiled variant {n} of one time step (for another batch size, evaluation, or inputs that need gradients differently)" for n in (2, 3, 4)]
 
 
 def test_frozen_restores_requires_grad_even_after_an_error():
@@ -191,3 +197,38 @@ def test_a_failed_compile_falls_back_to_eager_once_and_says_so():
     ok = _with_fallback(lambda x: x + 1, lambda x: x + 1, info, "one time step", messages.append)
     assert ok(1) == 2 and ok(2) == 3 and info.cold_seconds > 0
     assert messages[-1].startswith("compiled one time step with torch.compile in ")
+    assert info.variants == 1 and len(messages) == 2  # later calls compile nothing: no more messages
+
+
+def test_a_later_call_that_compiles_another_variant_is_reported():
+    from essdsl.compile.fast import CompileInfo, _with_fallback
+
+    def double(x):
+        return x * 2
+
+    messages, info = [], CompileInfo("default")
+    call = _with_fallback(double, torch.compile(double), info, "the loss", messages.append)
+    x = torch.ones(3)
+    call(x)
+    call(x + 1)  # same variant
+    assert len(messages) == 1
+    call(x.requires_grad_())  # needs a gradient: a variant of its own
+    assert info.variants == 2 and len(messages) == 2
+    assert messages[1].startswith("compiled variant 2 of the loss (for another batch size")
+    assert info.compile_seconds > info.cold_seconds > 0
+
+
+def test_evaluation_at_other_batch_sizes_compiles_one_variant_each_and_no_more():
+    # torch's automatic dynamic shapes made the second batch size a dynamic variant
+    # whose guards failed on every later call: a recompile per evaluation, up to
+    # torch's limit of 8, and eager after it.  Static shapes: one variant per size.
+    torch._dynamo.reset()
+    model = _model("spaces/ess_joint.space")
+    expected = [evaluate_loss(model, torch.randint(0, 20, (13, b), generator=torch.Generator().manual_seed(b)), 6)
+                for b in (5, 7)]
+    info = compile_step(model)
+    for _ in range(2):
+        got = [evaluate_loss(model, torch.randint(0, 20, (13, b), generator=torch.Generator().manual_seed(b)), 6)
+               for b in (5, 7)]
+        assert got == pytest.approx(expected, rel=1e-5)
+    assert info.variants == 2

@@ -23,18 +23,43 @@ import torch
 class CompileInfo:
     mode: str
     cold_seconds: float = 0.0  # time of the first (compiling) call, filled by the first step
+    variants: int = 0  # compiled variants so far (one per pattern of inputs needing gradients, say)
+    compile_seconds: float = 0.0  # time of all the calls that compiled one
+
+
+def _compiled_graphs() -> int:
+    """How many graphs torch.compile has compiled in this process (0 where torch does not count them)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover - a torch without dynamo's counters
+        return 0
+    return counters["stats"]["unique_graphs"]
 
 
 def _with_fallback(eager, compiled, info: CompileInfo, what: str, report, on_failure=None):
     """Call ``compiled``; its first call (the cold compile) is timed into ``info``
     and reported once; if that compile fails (no C++ compiler, an unsupported op),
-    ``eager`` is used from then on and ``report`` says so."""
+    ``eager`` is used from then on and ``report`` says so.  A later call that
+    compiles another variant (new input shapes, a new pattern of inputs needing
+    gradients) is reported too, with its time: otherwise it looks like a step that
+    hangs for seconds."""
     state = {"fn": None}
 
     def call(*args):
-        if state["fn"] is not None:
-            return state["fn"](*args)
-        start = time.perf_counter()
+        fn = state["fn"]
+        if fn is eager:
+            return eager(*args)
+        graphs, start = _compiled_graphs(), time.perf_counter()
+        if fn is not None:
+            out = fn(*args)
+            if _compiled_graphs() > graphs:
+                seconds = time.perf_counter() - start
+                info.variants += 1
+                info.compile_seconds += seconds
+                if report is not None:
+                    report(f"compiled variant {info.variants} of {what} (for another batch size, evaluation, "
+                           f"or inputs that need gradients differently) in {seconds:.1f} s")
+            return out
         try:
             out = compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: run eager instead
@@ -45,7 +70,8 @@ def _with_fallback(eager, compiled, info: CompileInfo, what: str, report, on_fai
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 report(f"torch.compile failed on {what} ({first[:200]}); running it eagerly instead (--no-compile skips the attempt)")
             return eager(*args)
-        info.cold_seconds = time.perf_counter() - start
+        info.cold_seconds = info.compile_seconds = time.perf_counter() - start
+        info.variants = 1
         state["fn"] = compiled
         if report is not None:
             report(f"compiled {what} with torch.compile in {info.cold_seconds:.1f} s (cached for later runs; --no-compile to skip)")
@@ -67,7 +93,13 @@ def compile_step(model, mode: str = "default", report=None) -> CompileInfo:
         raise TypeError("only generated models have a step() to compile (use impl='generated')")
     info = CompileInfo(mode=mode)
     eager = type(model).step.__get__(model)
-    compiled = _with_fallback(eager, torch.compile(eager, mode=mode, fullgraph=False), info, "one time step", report,
+    # Static shapes: a run steps at one training batch size and evaluates at one or
+    # two others, each its own variant.  With torch's automatic dynamic shapes the
+    # second batch size gives a dynamic variant whose guards then fail to evaluate
+    # on every later call (torch 2.13: "'NoneType' object has no attribute 'size'"),
+    # so evaluation recompiled at each call until torch's limit of 8 variants, and
+    # ran eagerly after it.
+    compiled = _with_fallback(eager, torch.compile(eager, mode=mode, fullgraph=False, dynamic=False), info, "one time step", report,
                               on_failure=lambda: uncompile_step(model))  # fmt: skip
 
     def step(xs, past, masks, arch):
