@@ -232,3 +232,28 @@ def test_evaluation_at_other_batch_sizes_compiles_one_variant_each_and_no_more()
                for b in (5, 7)]
         assert got == pytest.approx(expected, rel=1e-5)
     assert info.variants == 2
+
+
+def test_a_later_variant_that_fails_to_compile_falls_back_to_eager_and_other_errors_pass_through():
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from essdsl.compile.fast import CompileInfo, _with_fallback
+
+    def compiled(x):
+        if x == 2:
+            raise BackendCompilerFailed(compiled, RuntimeError("C++ compile error in the eval variant"), None)
+        if x == 3:
+            raise ValueError("a real error of the computation")
+        return x + 1
+
+    failures, messages = [], []
+    call = _with_fallback(lambda x: x + 10, compiled, CompileInfo("default"), "one time step", messages.append,
+                          on_failure=lambda: failures.append(1))  # fmt: skip
+    assert call(1) == 2  # compiled
+    with pytest.raises(ValueError, match="real error"):
+        call(3)  # not a compile failure: raised, and the compiled path stays
+    assert call(1) == 2 and failures == []
+    assert call(2) == 12  # a compile failure: eager from now on
+    assert call(1) == 11 and failures == [1]
+    assert messages[-1].startswith("torch.compile failed on one time step (C++ compile error in the eval variant)")
+    assert messages[-1].endswith("running it eagerly instead (--no-compile skips the attempt)")

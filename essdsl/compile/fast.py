@@ -36,13 +36,24 @@ def _compiled_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def _is_compile_error(exc: Exception) -> bool:
+    """Whether ``exc`` is torch.compile failing (dynamo or inductor), not the computation."""
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+    except ImportError:  # pragma: no cover - a torch without dynamo
+        return False
+    return isinstance(exc, TorchDynamoException)
+
+
 def _with_fallback(eager, compiled, info: CompileInfo, what: str, report, on_failure=None):
     """Call ``compiled``; its first call (the cold compile) is timed into ``info``
-    and reported once; if that compile fails (no C++ compiler, an unsupported op),
-    ``eager`` is used from then on and ``report`` says so.  A later call that
-    compiles another variant (new input shapes, a new pattern of inputs needing
-    gradients) is reported too, with its time: otherwise it looks like a step that
-    hangs for seconds."""
+    and reported once.  A later call that compiles another variant (another batch
+    size, evaluation, a new pattern of inputs needing gradients) is reported too,
+    with its time: otherwise it looks like a step that hangs for seconds.  If a
+    compile fails (no C++ compiler, an unsupported op; on the first call any
+    error, later only torch.compile's own), ``eager`` is used from then on and
+    ``report`` says so: a variant first needed after hours of search must not
+    end the run."""
     state = {"fn": None}
 
     def call(*args):
@@ -50,31 +61,32 @@ def _with_fallback(eager, compiled, info: CompileInfo, what: str, report, on_fai
         if fn is eager:
             return eager(*args)
         graphs, start = _compiled_graphs(), time.perf_counter()
-        if fn is not None:
-            out = fn(*args)
-            if _compiled_graphs() > graphs:
-                seconds = time.perf_counter() - start
-                info.variants += 1
-                info.compile_seconds += seconds
-                if report is not None:
-                    report(f"compiled variant {info.variants} of {what} (for another batch size, evaluation, "
-                           f"or inputs that need gradients differently) in {seconds:.1f} s")
-            return out
         try:
             out = compiled(*args)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: run eager instead
+        except Exception as exc:  # noqa: BLE001 - a compiler failure: run eager instead
+            if fn is not None and not _is_compile_error(exc):
+                raise
             state["fn"] = eager
             if on_failure is not None:
                 on_failure()
             if report is not None:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                cause = getattr(exc, "inner_exception", None) or exc  # dynamo's wrapper says only "backend raised"
+                first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
                 report(f"torch.compile failed on {what} ({first[:200]}); running it eagerly instead (--no-compile skips the attempt)")
             return eager(*args)
-        info.cold_seconds = info.compile_seconds = time.perf_counter() - start
-        info.variants = 1
-        state["fn"] = compiled
-        if report is not None:
-            report(f"compiled {what} with torch.compile in {info.cold_seconds:.1f} s (cached for later runs; --no-compile to skip)")
+        seconds = time.perf_counter() - start
+        if fn is None:
+            state["fn"] = compiled
+            info.cold_seconds = info.compile_seconds = seconds
+            info.variants = 1
+            if report is not None:
+                report(f"compiled {what} with torch.compile in {seconds:.1f} s (cached for later runs; --no-compile to skip)")
+        elif _compiled_graphs() > graphs:
+            info.variants += 1
+            info.compile_seconds += seconds
+            if report is not None:
+                report(f"compiled variant {info.variants} of {what} (for another batch size, evaluation, "
+                       f"or inputs that need gradients differently) in {seconds:.1f} s")
         return out
 
     return call
