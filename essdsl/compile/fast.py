@@ -23,7 +23,7 @@ import torch
 class CompileInfo:
     mode: str
     cold_seconds: float = 0.0  # time of the first (compiling) call, filled by the first step
-    variants: int = 0  # compiled variants so far (one per pattern of inputs needing gradients, say)
+    variants: int = 0  # compiled variants so far (per batch size, grad mode, pattern of inputs needing gradients)
     compile_seconds: float = 0.0  # time of all the calls that compiled one
 
 
