@@ -224,13 +224,11 @@ def test_evaluation_at_other_batch_sizes_compiles_one_variant_each_and_no_more()
     # torch's limit of 8, and eager after it.  Static shapes: one variant per size.
     torch._dynamo.reset()
     model = _model("spaces/ess_joint.space")
-    expected = [evaluate_loss(model, torch.randint(0, 20, (13, b), generator=torch.Generator().manual_seed(b)), 6)
-                for b in (5, 7)]
+    data = [torch.randint(0, 20, (13, b), generator=torch.Generator().manual_seed(b)) for b in (5, 7)]
+    expected = [evaluate_loss(model, d, 6) for d in data]
     info = compile_step(model)
     for _ in range(2):
-        got = [evaluate_loss(model, torch.randint(0, 20, (13, b), generator=torch.Generator().manual_seed(b)), 6)
-               for b in (5, 7)]
-        assert got == pytest.approx(expected, rel=1e-5)
+        assert [evaluate_loss(model, d, 6) for d in data] == pytest.approx(expected, rel=1e-5)
     assert info.variants == 2
 
 
