@@ -13,7 +13,8 @@ import torch
 
 from essdsl.check import load_graph
 from essdsl.compile import ModelConfig, build_model
-from essdsl.compile.fast import SavedActivations, autocast, compile_step, is_compiled, uncompile_step
+from essdsl.compile.fast import (CompileInfo, SavedActivations, _with_fallback, autocast, compile_loss, compile_step,
+                                 is_compiled, uncompile_step)
 from essdsl.search import BilevelOptimizer, RunConfig, cross_entropy, evaluate_loss, frozen, split_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,9 +165,6 @@ def test_saved_activations_counts_bytes_kept_for_backward():
 
 
 def test_compiled_loss_equals_cross_entropy_across_lengths():
-    from essdsl.compile.fast import compile_loss
-    from essdsl.search import cross_entropy
-
     messages = []
     loss_fn = compile_loss(cross_entropy, report=messages.append)
     for length in (5, 7, 3):  # the BPTT length varies per step: dynamic shapes, no wrong reuse
@@ -182,8 +180,6 @@ def test_compiled_loss_equals_cross_entropy_across_lengths():
 
 
 def test_a_failed_compile_falls_back_to_eager_once_and_says_so():
-    from essdsl.compile.fast import CompileInfo, _with_fallback
-
     def broken(x):
         raise RuntimeError("no C++ compiler found\nmore detail")
 
@@ -201,8 +197,6 @@ def test_a_failed_compile_falls_back_to_eager_once_and_says_so():
 
 
 def test_a_later_call_that_compiles_another_variant_is_reported():
-    from essdsl.compile.fast import CompileInfo, _with_fallback
-
     def double(x):
         return x * 2
 
@@ -234,8 +228,6 @@ def test_evaluation_at_other_batch_sizes_compiles_one_variant_each_and_no_more()
 
 def test_a_later_variant_that_fails_to_compile_falls_back_to_eager_and_other_errors_pass_through():
     from torch._dynamo.exc import BackendCompilerFailed
-
-    from essdsl.compile.fast import CompileInfo, _with_fallback
 
     def compiled(x):
         if x == 2:
