@@ -13,7 +13,6 @@ from typing import Optional
 from lsprotocol import types
 
 from .. import ir
-from ..errors import ParseError
 from ..graph import stream_key
 from .analysis import ATTRIBUTE_VALUES, ATTRIBUTES, KEYWORDS, OP_DOCS, OPS, Analysis, Occurrence, scan_definitions
 
@@ -289,13 +288,13 @@ def _symbol(name: str, kind: str, whole: types.Range, selection: types.Range) ->
 # ----------------------------------------------------------------- formatting
 def formatting(analysis: Analysis, original: str) -> Optional[list[types.TextEdit]]:
     """One edit that replaces the document by ``essdsl fmt``'s output; None when the
-    text does not parse (its diagnostics say why) and [] when it is already formatted."""
-    from ..fmt import format_text
+    text does not parse (its diagnostics say why) and [] when it is already formatted.
+    The analysis already holds the parse, so only the printing is done here."""
+    from ..fmt import format_space
 
-    try:
-        formatted = format_text(analysis.text, "<space>")
-    except ParseError:
+    if analysis.space is None:
         return None
+    formatted = format_space(analysis.space)
     if formatted == original:
         return []
     return [types.TextEdit(range=types.Range(start=types.Position(line=0, character=0), end=analysis.end_position()), new_text=formatted)]

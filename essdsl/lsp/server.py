@@ -4,10 +4,11 @@ Documents are synced in full (the client sends the whole text on each change):
 .space files are small, and it spares the server from re-deriving the client's
 line breaks to apply incremental edits.  Each version is analysed at most once
 (:func:`SpaceServer.analysis`), by whichever comes first: a request for it or
-the diagnostics task.  Diagnostics wait a little after a change so that a burst
-of keystrokes is checked once: as long as the last check of that document took
-(at most ``MAX_DEBOUNCE_S``), so checking never takes more than about half the
-time while someone types into a large file, and a small file is checked at once.
+the diagnostics task.  A change after a pause is checked at once; a change that
+arrives while the server is still catching up (within one check's duration of
+the last check's end: keystrokes faster than a large file checks) waits that
+long (at most ``MAX_DEBOUNCE_S``) and is checked only if no newer change came
+meanwhile, so a burst of keystrokes is checked once instead of queueing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SpaceServer(LanguageServer):
         self.sizes = sizes or {}
         self._analyses: dict[str, tuple[Optional[int], Analysis]] = {}
         self._check_seconds: dict[str, float] = {}
+        self._checked_at: dict[str, float] = {}
 
     def analysis(self, uri: str) -> Analysis:
         """The analysis of the document's current text (computed once per version)."""
@@ -44,7 +46,8 @@ class SpaceServer(LanguageServer):
         start = time.perf_counter()
         units = unit_counter(self.workspace.position_encoding)
         result = analyze(document.source, document.path or uri, self.sizes, units)
-        self._check_seconds[uri] = time.perf_counter() - start
+        self._checked_at[uri] = time.perf_counter()
+        self._check_seconds[uri] = self._checked_at[uri] - start
         self._analyses[uri] = (document.version, result)
         return result
 
@@ -56,7 +59,9 @@ class SpaceServer(LanguageServer):
         )
 
     async def publish_after_quiet(self, uri: str, version: Optional[int]) -> None:
-        await asyncio.sleep(min(MAX_DEBOUNCE_S, self._check_seconds.get(uri, 0.0)))
+        check_seconds = self._check_seconds.get(uri, 0.0)
+        catching_up = time.perf_counter() - self._checked_at.get(uri, float("-inf")) < check_seconds
+        await asyncio.sleep(min(MAX_DEBOUNCE_S, check_seconds) if catching_up else 0)
         if uri not in self.workspace.text_documents:
             return  # closed meanwhile
         if self.workspace.get_text_document(uri).version != version:
@@ -66,6 +71,7 @@ class SpaceServer(LanguageServer):
     def forget(self, uri: str) -> None:
         self._analyses.pop(uri, None)
         self._check_seconds.pop(uri, None)
+        self._checked_at.pop(uri, None)
 
 
 def build_server(sizes: Optional[dict] = None) -> SpaceServer:
