@@ -12,7 +12,9 @@ space of bench/check_speed.py and times, wall clock at the client:
 * hover, definition, references, completion, document symbols, formatting on an
   already-checked version.
 
-Each is repeated (``--repeats``) and the median and maximum printed.
+Each is repeated (``--repeats``) and the median and maximum printed, next to
+``check_text`` timed in this process on the same text just before (what the
+server cannot beat for diagnostics; on a loaded machine both grow together).
 
     python bench/lsp_latency.py [--nodes 1000] [--repeats 15]
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 from check_speed import chain_space  # noqa: E402
 from lsp_client import LspClient  # noqa: E402
@@ -54,9 +57,12 @@ def main() -> None:
     middle = args.nodes // 2 | 1  # a mixed node
     needle = f"node n{middle} = mix"
     broken = text.replace(f"from n{middle - 4}..", f"from m{middle - 4}..", 1)
+    from essdsl.check import check_text
+
+    check_text(text)  # build the parser first, as a running server has
+    results: dict[str, list[float]] = {"check_text in-process": [timed(lambda: check_text(text)) for _ in range(5)]}
     client = LspClient()
     uri = "file:///bench/chain.space"
-    results: dict[str, list[float]] = {}
     try:
         start = time.perf_counter()
         client.open(uri, text)

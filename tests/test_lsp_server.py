@@ -153,7 +153,7 @@ def test_hover_on_fixed_node_state_and_header(client):
     assert f"{4**8 * 40320:,}" in header
 
 
-def test_hover_sizes_follow_the_command_line(tmp_path):
+def test_hover_sizes_follow_the_command_line():
     c = LspClient(("--nhid", "850", "--ninp", "850"))
     try:
         uri = "file:///work/sized.space"
@@ -264,3 +264,39 @@ def test_lsp_without_pygls_says_how_to_install_it():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "pip install 'essdsl[lsp]'" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- in-process: position rules
+def as_dict(r) -> dict:
+    return {"start": {"line": r.start.line, "character": r.start.character}, "end": {"line": r.end.line, "character": r.end.character}}
+
+
+def test_line_breaks_count_as_lsp_counts_them():
+    """LSP breaks lines at \\n, \\r\\n and a lone \\r; a diagnostic lands on the same line and column."""
+    from essdsl.lsp.analysis import analyze
+
+    for newline in ("\n", "\r\n", "\r"):
+        text = newline.join(["space s", "cell {", "  state h : nhid", "  h[t] = tanh(q)", "}", ""])
+        (diag,) = analyze(text).lsp_diagnostics("u")
+        assert (diag.range.start.line, diag.range.start.character, diag.range.end.character) == (3, 14, 15), repr(newline)
+
+
+def test_utf8_and_utf32_position_encodings():
+    from essdsl.lsp.analysis import analyze, unit_counter
+
+    text = 'space s\nprovenance { a = "é😀" }  ops o = {bogus}\ncell { state h : nhid  h[t] = h[t-1] }\n'
+    prefix = text.split("\n")[1].split("bogus")[0]
+    for encoding, width in (("utf-8", len(prefix.encode("utf-8"))), ("utf-32", len(prefix)), ("utf-16", utf16(prefix))):
+        (diag,) = analyze(text, units=unit_counter(encoding)).lsp_diagnostics("u")
+        assert diag.range.start.character == width, encoding
+        position = diag.range.start
+        assert analyze(text, units=unit_counter(encoding)).from_position(position) == (2, len(prefix) + 1)
+
+
+def test_a_cycle_relates_every_node_of_its_ring():
+    from essdsl.lsp.analysis import analyze
+
+    text = "space s\ncell {\n  state h : nhid\n  node a = tanh(c)\n  node b = tanh(a)\n  node c = tanh(b)\n  h[t] = c\n}\n"
+    (diag,) = [d for d in analyze(text).lsp_diagnostics("u") if d.code == "cycle"]
+    assert as_dict(diag.range) == span(text, "a = tanh", length=1)
+    assert [as_dict(r.location.range) for r in diag.related_information] == [span(text, "b = tanh", length=1), span(text, "c = tanh", length=1)]

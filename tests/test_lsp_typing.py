@@ -93,8 +93,7 @@ def test_typing_over_json_rpc_each_change_and_a_burst():
         version += 1
         client.change(uri, text, version)
         assert client.diagnostics(uri, version) == []
-        hover = client.at("textDocument/hover", uri, *divmod(0, 1))  # the first comment: nothing
-        assert hover is None
+        assert client.at("textDocument/hover", uri, 0, 0) is None  # in the first comment: nothing to say
         line = text[: text.index("node s8")].count("\n")
         assert "s8  [mixed, size 300]" in client.at("textDocument/hover", uri, line, 7)["contents"]["value"]
     finally:

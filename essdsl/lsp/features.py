@@ -44,7 +44,7 @@ def _hover_text(a: Analysis, o: Occurrence) -> str:
             return ""
         op_set = defs[0].statement
         users = sorted(
-            {u.statement.name for u in _enclosing_nodes(a) if _uses_op_set(u.statement, o.name)},
+            {u.statement.name for u in _mixed_node_definitions(a) if _uses_op_set(u.statement, o.name)},
             key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)],
         )
         text = f"```space\nops {op_set.name} = {{{', '.join(op_set.ops)}}}\n```"
@@ -57,7 +57,7 @@ def _hover_text(a: Analysis, o: Occurrence) -> str:
     return _value_hover(a, o)
 
 
-def _enclosing_nodes(a: Analysis) -> list[Occurrence]:
+def _mixed_node_definitions(a: Analysis) -> list[Occurrence]:
     return [d for d in a.occurrences if d.definition and isinstance(d.statement, ir.MixedNode)]
 
 
