@@ -109,7 +109,7 @@ def build_server(sizes: Optional[dict] = None) -> SpaceServer:
         uri = params.text_document.uri
         return features.references(ls.analysis(uri), uri, params.position, params.context.include_declaration)
 
-    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["{", ",", " "]))
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["{", ","]))
     def completion(ls: SpaceServer, params: types.CompletionParams) -> types.CompletionList:
         return features.completion(ls.analysis(params.text_document.uri), params.position)
 
