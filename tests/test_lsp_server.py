@@ -154,7 +154,7 @@ def test_hover_on_fixed_node_state_and_header(client):
 
 
 def test_hover_sizes_follow_the_command_line():
-    c = LspClient(("--nhid", "850", "--ninp", "850"))
+    c = LspClient(("--stdio", "--nhid", "850", "--ninp", "850"))  # --stdio: what VS Code's client may add
     try:
         uri = "file:///work/sized.space"
         c.open(uri, DARTS)
@@ -208,6 +208,8 @@ def test_completion_fits_the_context(client):
     assert in_set == {"tanh", "relu", "sigmoid", "identity", "zero"}
     after_ops = labels(client.at("textDocument/completion", uri, *find(text, "ops \n", shift=4)))
     assert after_ops == {"o"}
+    sources = labels(client.at("textDocument/completion", uri, *find(text, "a1 ops")))
+    assert sources == {"a1", "m", "h", "pairs"}  # read off the text: it does not parse yet
     uri2 = open_doc(client, DARTS.replace("  h[t] = mean(s1..s8)", "  node s9 = mix { transform p\n  h[t] = mean(s1..s8)"))
     text2 = DARTS.replace("  h[t] = mean(s1..s8)", "  node s9 = mix { transform p\n  h[t] = mean(s1..s8)")
     assert labels(client.at("textDocument/completion", uri2, *find(text2, "transform p", shift=11))) == {"highway", "project"}

@@ -168,8 +168,8 @@ _FUNCTIONS = tuple(ir.FUNCTIONS)
 
 def completion(analysis: Analysis, position: types.Position) -> types.CompletionList:
     """Names that fit where the cursor is: op names inside an op set, op-set names after
-    ``ops``, an attribute's values after it, else keywords, attributes, functions, ops
-    and the file's own names."""
+    ``ops``, nodes and streams after ``from``, an attribute's values after it, else
+    keywords, attributes, functions, ops and the file's own names."""
     line, column = analysis.from_position(position)
     before = analysis.lines[line - 1][: column - 1] if analysis.lines else ""
     context = _completion_context(analysis.text, analysis.offset(line, column), before)
@@ -179,6 +179,9 @@ def completion(analysis: Analysis, position: types.Position) -> types.Completion
         items += [(op, "op", OP_DOCS.get(op, "op")) for op in OPS]
     elif context == "op-ref":
         items += [(n, "op-set", "op set") for n, k in names if k == "op-set"]
+    elif context == "source":  # a candidate source of a mixed node
+        items += [(n, k, {"fixed": "node", "mixed": "mixed node"}.get(k, k)) for n, k in names if k != "op-set"]
+        items.append(("pairs", "keyword", "every unordered pair of the listed states, as Hadamard products"))
     elif context in ATTRIBUTE_VALUES:
         items += [(v, "value", context) for v in ATTRIBUTE_VALUES[context]]
     else:
@@ -198,8 +201,9 @@ def completion(analysis: Analysis, position: types.Position) -> types.Completion
 
 def _completion_context(text: str, offset: int, line_before: str) -> str:
     """What the cursor is completing: ``op`` (inside ``{…}`` of an op set), ``op-ref``
-    (right after ``ops``), an attribute name (its value), or ``any``."""
-    words = re.findall(r"[A-Za-z_]\w*|[{}=]", line_before)
+    (right after ``ops``), ``source`` (after ``from`` or a comma of its source list),
+    an attribute name (its value), or ``any``."""
+    words = re.findall(r"[A-Za-z_]\w*|[{}=,]", line_before)
     partial = bool(re.search(r"[A-Za-z_]\w*$", line_before))
     if partial:
         words = words[:-1]
@@ -208,6 +212,9 @@ def _completion_context(text: str, offset: int, line_before: str) -> str:
         return previous
     if previous == "ops":
         return "op-ref"
+    clause = [w for w in words if w in ("from", "ops", "{", "}")]
+    if previous == "from" or (previous == "," and clause and clause[-1] == "from"):
+        return "source"
     # Inside braces opened after 'ops' (an op set, named or inline)?
     head = text[:offset]
     brace = head.rfind("{")
