@@ -273,6 +273,21 @@ def as_dict(r) -> dict:
     return {"start": {"line": r.start.line, "character": r.start.character}, "end": {"line": r.end.line, "character": r.end.character}}
 
 
+def test_hover_in_a_file_with_errors_shows_the_statement_and_op_set_users():
+    from lsprotocol import types
+
+    from essdsl.lsp.analysis import analyze
+    from essdsl.lsp.features import hover
+
+    analysis = analyze(BROKEN)
+    value = hover(analysis, types.Position(**dict(zip(("line", "character"), find(BROKEN, "s1 = mix")))))
+    assert value.contents.value.startswith("```space\nnode s1 = mix { from s0, x ops o }\n```")
+    darts = analyze(DARTS)
+    value = hover(darts, types.Position(**dict(zip(("line", "character"), find(DARTS, "rnn_ops }"))))).contents.value
+    assert "ops rnn_ops = {tanh, relu, sigmoid, identity, zero}" in value
+    assert "used by 8 nodes: s1, s2, s3, s4, s5, s6, s7, s8" in value
+
+
 def test_line_breaks_count_as_lsp_counts_them():
     """LSP breaks lines at \\n, \\r\\n and a lone \\r; a diagnostic lands on the same line and column."""
     from essdsl.lsp.analysis import analyze

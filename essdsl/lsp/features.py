@@ -43,10 +43,7 @@ def _hover_text(a: Analysis, o: Occurrence) -> str:
         if not defs:
             return ""
         op_set = defs[0].statement
-        users = sorted(
-            {u.statement.name for u in _mixed_node_definitions(a) if _uses_op_set(u.statement, o.name)},
-            key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)],
-        )
+        users = list(dict.fromkeys(u.statement.name for u in _mixed_node_definitions(a) if _uses_op_set(u.statement, o.name)))
         text = f"```space\nops {op_set.name} = {{{', '.join(op_set.ops)}}}\n```"
         if users:
             text += f"\nused by {len(users)} node{'s' if len(users) != 1 else ''}: {', '.join(users)}"
