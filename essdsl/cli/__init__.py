@@ -40,6 +40,7 @@ def _root(
 
 
 from . import lang  # noqa: E402,F401  (registers commands)
+from . import editor  # noqa: E402,F401  (essdsl lsp; pygls is imported only when it runs)
 
 try:  # command groups added by later modules
     from . import model  # noqa: F401
