@@ -168,15 +168,15 @@ def check_space(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
 
 
 def check_text(text: Union[str, bytes], path: str = "<space>", sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], Report]:
-    from .parse import parse_space
+    from .parse import parse_space, strip_bom
 
-    source = text if isinstance(text, str) else None
+    source = strip_bom(text) if isinstance(text, str) else None
     try:
         space = parse_space(text, path)
     except ParseError as exc:
         return None, Report(path, exc.source if exc.source is not None else source, list(exc.diagnostics))
     if source is None:
-        source = text.decode("utf-8")
+        source = strip_bom(text.decode("utf-8"))
     graph, diags = check_space(space, sizes)
     return graph, Report(path, source, diags)
 

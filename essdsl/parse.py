@@ -462,6 +462,12 @@ def _collect_comments(text: str) -> list[ir.Comment]:
     return comments
 
 
+def strip_bom(text: str) -> str:
+    """``text`` without a leading UTF-8 byte-order mark (editors on Windows write one);
+    it is not part of the file's text, so positions count from after it."""
+    return text[1:] if text.startswith("\ufeff") else text
+
+
 def parse_space(source: Union[str, bytes], path: str = "<space>") -> ir.Space:
     """Parse .space text (or raw bytes) into the IR; raise ParseError with diagnostics."""
     if isinstance(source, bytes):
@@ -476,6 +482,7 @@ def parse_space(source: Union[str, bytes], path: str = "<space>") -> ir.Space:
             ) from None
     else:
         text = source
+    text = strip_bom(text)
     if "\x00" in text:
         offset = text.index("\x00")
         line = text.count("\n", 0, offset) + 1
@@ -525,4 +532,4 @@ def parse_file(path: Union[str, Path]) -> tuple[ir.Space, str]:
     except OSError as exc:
         raise ParseError([Diagnostic("error", f"cannot read: {exc.strerror}", code="io")], str(path)) from None
     space = parse_space(data, str(path))
-    return space, data.decode("utf-8")
+    return space, strip_bom(data.decode("utf-8"))
