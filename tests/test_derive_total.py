@@ -24,7 +24,7 @@ from essdsl.derive import derive_choices, genotype_space, genotype_text, retaine
 from essdsl.fmt import format_space, format_text
 from essdsl.graph import FixedSpec, MixedSpec, UpdateSpec
 from essdsl.parse import parse_space
-from test_compile_random_spaces import COMBINES, OPS, op_sets
+from test_compile_random_spaces import COMBINES, cell_streams, op_sets
 
 ARCHS_PER_SPACE = 25
 
@@ -32,17 +32,7 @@ ARCHS_PER_SPACE = 25
 @st.composite
 def choice_spaces(draw):
     """A valid space in which some nodes are read only by later mixed (or fixed) nodes."""
-    ninp, nhid = draw(st.sampled_from([(8, 8), (6, 8)]))
-    x_depth = draw(st.integers(0, 2))
-    h_depth = draw(st.integers(1, 3))
-    two_states = draw(st.booleans())
-    lines = ["space random", "cell {"]
-    lines.append(f"  input x[t-{x_depth}..t] : ninp" if x_depth else "  input x : ninp")
-    lines.append(f"  state h[t-{h_depth}..t-1] : nhid" if h_depth > 1 else "  state h[t-1] : nhid")
-    if two_states:
-        lines.append("  state c[t-1] : nhid")
-    wide = [f"h[t-{k}]" for k in range(1, h_depth + 1)] + (["c[t-1]"] if two_states else [])  # size nhid
-    narrow = ["x[t]"] + [f"x[t-{k}]" for k in range(1, x_depth + 1)]  # size ninp
+    lines, wide, narrow, two_states, sizes = draw(cell_streams())
     nodes: list[str] = []  # every node has size nhid
     visible: list[str] = []  # read by a state update
     pending: list[str] = []  # the hidden node the next node must read
@@ -88,7 +78,7 @@ def choice_spaces(draw):
     if two_states:
         lines.append(f"  c[t] = sigmoid(linear(x[t], h[t])) * c[t-1] + {visible[-1]}")
     lines.append("}")
-    return "\n".join(lines) + "\n", {"ninp": ninp, "nhid": nhid}
+    return "\n".join(lines) + "\n", sizes
 
 
 def random_arch(manifest: dict, rng: random.Random) -> dict:
