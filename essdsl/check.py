@@ -119,7 +119,8 @@ def unsettled_by(space: ir.Space, diags: list[Diagnostic]) -> Unsettled:
     """The nodes whose structural checks would only repeat ``diags``' errors: an undefined
     op set leaves its edges with no ops, ``keep 0`` falls back to keep 1 (then the product
     rule fails), an undefined source makes ``keep`` look too large."""
-    errors = [(d.line, d.column) for d in diags if d.severity == "error" and d.line]
+    # a size conflict leaves the structure whole: the checks below stay meaningful
+    errors = [(d.line, d.column) for d in diags if d.severity == "error" and d.line and d.code != "dim-conflict"]
 
     def has_error(element) -> bool:
         span = element.span
