@@ -69,7 +69,7 @@ def choice_spaces(draw):
             lines.append(f"  node {name} = mix {{ {' '.join(clauses)} {' '.join(attrs)} }}")
         pending = []  # the node just written reads every pending one
         nodes.append(name)
-        if not last and draw(st.booleans()):
+        if not last and draw(st.integers(0, 2)) > 0:  # hidden two times in three: chains of them
             pending.append(name)
         else:
             visible.append(name)
@@ -178,7 +178,7 @@ def test_strategy_orphans_nodes():
     """The strategy does produce spaces where a choice prunes nodes, transitively too."""
     seen = {"pruned": 0, "chain": 0, "pair": 0, "product": 0, "node_softmax": 0}
 
-    @settings(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True)
     @given(choice_spaces(), st.integers(0, 2**32 - 1))
     def collect(space, seed):
         text, sizes = space
