@@ -7,6 +7,7 @@ is what every later stage (stats, compile, search) calls first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -20,53 +21,38 @@ ZERO = "zero"
 PARAMETER_FREE = {"identity"}
 
 
-def check_graph(graph: CellGraph) -> list[Diagnostic]:
+def check_graph(graph: CellGraph, unsettled: Optional["Unsettled"] = None) -> list[Diagnostic]:
+    """Checks on the resolved graph.  ``unsettled`` (from :func:`unsettled_by`) names what
+    earlier errors left incomplete; checks that would only report their consequences skip it."""
     diags: list[Diagnostic] = []
     dag = graph.dag
+    unsettled = unsettled or Unsettled()
 
     def span_of(key):
         return dag.nodes[key].get("span") if key in dag else None
 
     # Cycles within one time step (edges from [t-k] states cannot form one).
     if not nx.is_directed_acyclic_graph(dag):
-        reported = set()
-        for cycle in nx.simple_cycles(dag):
-            keyset = frozenset(cycle)
-            if keyset in reported:
-                continue
-            reported.add(keyset)
-            # networkx starts a cycle at an arbitrary node; start it at the one
-            # written first so the message is the same on every run.
-            first = min(cycle, key=lambda k: ((span_of(k).line, span_of(k).column) if span_of(k) else (10**9, 0), k))
-            start = cycle.index(first)
-            cycle = cycle[start:] + cycle[:start]
-            ring = " -> ".join(cycle + [cycle[0]])
-            diags.append(
-                error(
-                    f"cycle within one time step: {ring} (a node may read earlier time steps only through a state's [t-k] value)",
-                    span_of(first),
-                    "cycle",
-                )
-            )
-            if len(reported) >= 10:
-                break
-        return diags
+        return _cycles(dag, span_of)
 
-    # Nodes that cannot reach any state update (their value would be lost).
-    updates = [k for k in dag if isinstance(dag.nodes[k]["spec"], UpdateSpec)]
-    reach_output: set = set(updates)
-    for u in updates:
-        reach_output |= nx.ancestors(dag, u)
-    for key in graph.computed():
-        if key not in reach_output:
-            diags.append(
-                error(f"node '{key}' does not reach any state update, so its value is never used", span_of(key), "unreachable")
-            )
+    # Nodes that cannot reach any state update (their value would be lost).  A
+    # statement the resolver could not build may be the missing reader.
+    if not unsettled.any_statement:
+        updates = [k for k in dag if isinstance(dag.nodes[k]["spec"], UpdateSpec)]
+        reach_output: set = set(updates)
+        for u in updates:
+            reach_output |= nx.ancestors(dag, u)
+        for key in graph.computed():
+            if key not in reach_output:
+                diags.append(
+                    error(f"node '{key}' does not reach any state update, so its value is never used", span_of(key), "unreachable")
+                )
 
     for key in graph.computed():
         spec = dag.nodes[key]["spec"]
         if isinstance(spec, MixedSpec):
-            diags.extend(_check_mixed(graph, spec, span_of(key)))
+            if key not in unsettled.mixed:
+                diags.extend(_check_mixed(graph, spec, span_of(key)))
         else:
             _check_expr(spec.expr, key, span_of(key), diags)
 
@@ -89,6 +75,69 @@ def check_graph(graph: CellGraph) -> list[Diagnostic]:
                     )
                 )
     return diags
+
+
+def _cycles(dag: nx.DiGraph, span_of) -> list[Diagnostic]:
+    """One error per set of nodes that depend on each other (a strongly connected
+    component), at the node written first, showing the shortest loop through it."""
+
+    def written(key):
+        span = span_of(key)
+        return ((span.line, span.column) if span else (10**9, 0), key)
+
+    loops = [c for c in nx.strongly_connected_components(dag) if len(c) > 1 or any(dag.has_edge(k, k) for k in c)]
+    diags = []
+    for component in sorted(loops, key=lambda c: written(min(c, key=written)))[:10]:
+        # the node written first always reads one written after it: the loop closes there
+        first = min(component, key=written)
+        inner = dag.subgraph(component)
+        paths = [nx.shortest_path(inner, first, p) for p in sorted(inner.predecessors(first), key=written)]
+        ring = min(paths, key=len) + [first]
+        others = sorted(component - set(ring), key=written)
+        also = f"; {', '.join(others)} {'is' if len(others) == 1 else 'are'} in the same loop" if others else ""
+        diags.append(
+            error(
+                f"cycle within one time step: {' -> '.join(ring)}{also} "
+                "(a node may read earlier time steps only through a state's [t-k] value)",
+                span_of(first),
+                "cycle",
+            )
+        )
+    return diags
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """What the resolver's errors left incomplete: ``mixed`` nodes with an error in their
+    statement (or in a default they rely on); ``any_statement``: some node or update has one."""
+
+    mixed: frozenset = frozenset()
+    any_statement: bool = False
+
+
+def unsettled_by(space: ir.Space, diags: list[Diagnostic]) -> Unsettled:
+    """The nodes whose structural checks would only repeat ``diags``' errors: an undefined
+    op set leaves its edges with no ops, ``keep 0`` falls back to keep 1 (then the product
+    rule fails), an undefined source makes ``keep`` look too large."""
+    # a size conflict leaves the structure whole: the checks below stay meaningful
+    errors = [(d.line, d.column) for d in diags if d.severity == "error" and d.line and d.code != "dim-conflict"]
+
+    def has_error(element) -> bool:
+        span = element.span
+        return bool(span.line) and any(
+            (span.line, span.column) <= at <= (span.end_line or span.line, span.end_column or 10**9) for at in errors
+        )
+
+    failed_defaults = {a.name for a in space.defaults if has_error(a)}
+    statements = space.cell.statements if space.cell is not None else []
+    mixed = set()
+    for st in statements:
+        if isinstance(st, ir.MixedNode):
+            own = {a.name for a in st.attributes}
+            if has_error(st) or failed_defaults - own:
+                mixed.add(st.name)
+    any_statement = any(isinstance(st, (ir.FixedNode, ir.MixedNode, ir.StateUpdate)) and has_error(st) for st in statements)
+    return Unsettled(frozenset(mixed), any_statement)
 
 
 def _check_mixed(graph: CellGraph, spec: MixedSpec, span) -> list[Diagnostic]:
@@ -163,20 +212,20 @@ def _check_expr(e: RExpr, key: str, span, diags: list[Diagnostic]) -> None:
 def check_space(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], list[Diagnostic]]:
     graph, diags = build_graph(space, sizes)
     if graph is not None:
-        diags = diags + check_graph(graph)
+        diags = diags + check_graph(graph, unsettled_by(space, diags))
     return graph, diags
 
 
 def check_text(text: Union[str, bytes], path: str = "<space>", sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], Report]:
-    from .parse import parse_space
+    from .parse import parse_space, strip_bom
 
-    source = text if isinstance(text, str) else None
+    source = strip_bom(text) if isinstance(text, str) else None
     try:
         space = parse_space(text, path)
     except ParseError as exc:
         return None, Report(path, exc.source if exc.source is not None else source, list(exc.diagnostics))
     if source is None:
-        source = text.decode("utf-8")
+        source = strip_bom(text.decode("utf-8"))
     graph, diags = check_space(space, sizes)
     return graph, Report(path, source, diags)
 

@@ -5,7 +5,10 @@ edge its strength is the largest θ over its non-zero ops (θ from the node's
 softmax as ``select`` says, masked slots excluded) and its op that argmax;
 keep the ``keep`` strongest edges (ties: the earlier edge); the combiner is the
 argmax of φ.  For ``node_softmax`` this is exactly the top-k of the node
-softmax over distinct sources.
+softmax over distinct sources.  A choice can leave a node that only a dropped
+candidate read with no reader: such nodes (and, transitively, the nodes only
+they read) are pruned from the genotype (:func:`prune_unread_nodes`), so every
+space that passes ``check`` derives a genotype that passes it too.
 
 Everything space-specific comes from the compiled model's manifest (edge
 labels, op names, masks, select, keep) and the space's IR; the genotype is the
@@ -19,6 +22,8 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Optional
+
+from pydantic import BaseModel
 
 from . import ir
 
@@ -257,6 +262,8 @@ def genotype_space(space: ir.Space, choices: dict[str, NodeChoice], provenance: 
     unknown = set(choices) - seen
     if unknown:
         raise DeriveError(f"the manifest names mixed node(s) {', '.join(sorted(unknown))} that the space does not have")
+    cell, pruned = prune_unread_nodes(space.cell.model_copy(update={"statements": statements}), space)
+    statements = cell.statements
     used_sets = {
         c.ops.set_name
         for st in statements
@@ -264,8 +271,14 @@ def genotype_space(space: ir.Space, choices: dict[str, NodeChoice], provenance: 
         for c in st.clauses
         if c.ops.set_name is not None
     }
+    provenance = dict(provenance or {})
+    if pruned:
+        # the retained weights of pruned nodes describe nothing in the genotype
+        if isinstance(provenance.get("weights"), list):
+            provenance["weights"] = [row for row in provenance["weights"] if not (isinstance(row, list) and row and row[0] in pruned)]
+        provenance["pruned"] = pruned
     entries = []
-    for key, value in (provenance or {}).items():
+    for key, value in provenance.items():
         if isinstance(value, list):
             value = [[_python_number(v) for v in row] if isinstance(row, list) else _python_number(row) for row in value]
         else:
@@ -277,20 +290,84 @@ def genotype_space(space: ir.Space, choices: dict[str, NodeChoice], provenance: 
             "name": name or f"{space.name}_derived",
             "provenance": entries,
             "op_sets": [s for s in space.op_sets if s.name in used_sets],
-            "cell": space.cell.model_copy(update={"statements": statements}),
+            "cell": cell,
             "comments": [],
         }
     )
 
 
-def genotype_text(space: ir.Space, choices: dict[str, NodeChoice], provenance: Optional[dict] = None, name: Optional[str] = None) -> str:
-    """Genotype source text (formatted by :func:`essdsl.fmt.format_space`) that passes ``essdsl check``."""
+def prune_unread_nodes(cell: ir.Cell, space: ir.Space) -> tuple[ir.Cell, list[str]]:
+    """``cell`` without the nodes no state update reads, directly or through other
+    nodes, and the names removed (in the order written).
+
+    In a space every node reaches an update (``check`` demands it), but possibly
+    only as a candidate of a mixed node; once that candidate is not kept the
+    node's value is never used.  Dropping it (and whatever only it read) is the
+    discrete model the search describes: the supernet's mixture gave it no say
+    in the kept path.  Reachability needs no sizes, so the graph is built at
+    the defaults; a node the resolver could not build is left for ``check``.
+    """
+    import networkx as nx
+
+    from .graph import UpdateSpec, build_graph
+
+    graph, _ = build_graph(space.model_copy(update={"kind": "genotype", "cell": cell}))
+    if graph is None or not nx.is_directed_acyclic_graph(graph.dag):
+        return cell, []
+    dag = graph.dag
+    read: set[str] = set()
+    for key in dag:
+        if isinstance(dag.nodes[key]["spec"], UpdateSpec):
+            read |= {key} | nx.ancestors(dag, key)
+    pruned = [
+        st.name
+        for st in cell.statements
+        if isinstance(st, (ir.FixedNode, ir.MixedNode)) and st.name in dag and st.name not in read
+    ]
+    if not pruned:
+        return cell, []
+    statements, removed_lines = [], 0
+    for st in cell.statements:
+        if isinstance(st, (ir.FixedNode, ir.MixedNode)) and st.name in pruned:
+            if st.span.line:
+                removed_lines += st.span.end_line - st.span.line + 1
+            continue
+        # as if the pruned lines were cut from the source: the formatter keeps a
+        # blank line only where the source had one, not where a node was removed
+        statements.append(_shift_lines(st, removed_lines) if removed_lines else st)
+    return cell.model_copy(update={"statements": statements}), pruned
+
+
+def _shift_lines(value, delta: int):
+    """``value`` with every source position moved ``delta`` lines up."""
+    if isinstance(value, ir.Span):
+        if not value.line:
+            return value
+        return value.model_copy(update={"line": value.line - delta, "end_line": value.end_line - delta})
+    if isinstance(value, BaseModel):
+        return value.model_copy(update={key: _shift_lines(getattr(value, key), delta) for key in type(value).model_fields})
+    if isinstance(value, list):
+        return [_shift_lines(v, delta) for v in value]
+    if isinstance(value, dict):
+        return {k: _shift_lines(v, delta) for k, v in value.items()}
+    return value
+
+
+def genotype_text(
+    space: ir.Space,
+    choices: dict[str, NodeChoice],
+    provenance: Optional[dict] = None,
+    name: Optional[str] = None,
+    sizes: Optional[dict] = None,
+) -> str:
+    """Genotype source text (formatted by :func:`essdsl.fmt.format_space`) that passes ``essdsl check``
+    at ``sizes`` (the run's ``ninp``/``nhid``: a space may check only at the sizes it was searched at)."""
     from .check import check_text
     from .fmt import format_space
 
     genotype = genotype_space(space, choices, provenance, name)
     text = format_space(genotype)
-    _, report = check_text(text, "<genotype>")
+    _, report = check_text(text, "<genotype>", sizes)
     if not report.ok:
         problems = "; ".join(d.message for d in report.diagnostics if d.severity == "error")
         raise DeriveError(f"the derived genotype does not check: {problems}")
@@ -309,5 +386,6 @@ __all__ = [
     "genotype_space",
     "genotype_text",
     "op_probabilities",
+    "prune_unread_nodes",
     "retained_weights",
 ]

@@ -413,16 +413,19 @@ class _Resolver:
                 return None
             arg = self.expr(c.args[0], owner, counter)
             return EApply(fn, arg) if arg is not None else None
+        reported = len(self.diags)  # an argument already in error is why a list may be empty
         if fn == "mean":
             terms = args_expanded(c.args)
             if not terms:
-                self.err("mean(...) needs at least one argument", c.span, "bad-argument")
+                if len(self.diags) == reported:
+                    self.err("mean(...) needs at least one argument", c.span, "bad-argument")
                 return None
             return ECombine("mean", tuple(terms))
         if fn in ("linear", "project"):
             inputs = args_expanded(c.args)
             if not inputs:
-                self.err(f"{fn}(...) needs at least one input", c.span, "bad-argument")
+                if len(self.diags) == reported:
+                    self.err(f"{fn}(...) needs at least one input", c.span, "bad-argument")
                 return None
             dim_symbol = None
             if "dim" in c.keywords:

@@ -389,14 +389,37 @@ def _describe_unexpected(exc: UnexpectedInput, text: str) -> str:
         found = f"character {text[exc.pos_in_stream]!r}" if exc.pos_in_stream < len(text) else "end of file"
     else:  # pragma: no cover
         found = "input"
-    expected = sorted(_pretty_terminal(t) for t in (getattr(exc, "expected", None) or getattr(exc, "allowed", None) or []))
+    # ``accepts`` (what the parser takes after performing its pending reductions) is exact;
+    # ``expected`` is the LALR state's lookahead set, which merges contexts: after an op set
+    # inside mix { } it also lists the file-level 'cell', 'defaults' and 'ops'.
+    terminals = getattr(exc, "accepts", None) or getattr(exc, "expected", None) or getattr(exc, "allowed", None) or []
+    expected = sorted(_pretty_terminal(t) for t in terminals)
     message = f"unexpected {found}"
     if label:
         message += f": {label}"
     elif expected:
         shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
         message += f"; expected one of: {shown}"
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "NAME":
+        guess = _closest_keyword(str(exc.token), terminals)
+        if guess:
+            message += f"; did you mean '{guess}'?"
     return message
+
+
+def _closest_keyword(word: str, terminals) -> Optional[str]:
+    """The keyword among ``terminals`` that ``word`` is most likely a misspelling of."""
+    import difflib
+
+    keywords = []
+    try:
+        for term in _parser().terminals:
+            if term.name in terminals and term.pattern.type == "str" and term.pattern.value.isidentifier():
+                keywords.append(term.pattern.value)
+    except Exception:  # noqa: BLE001 - a suggestion is optional
+        return None
+    matches = difflib.get_close_matches(word, keywords, n=1, cutoff=0.75)
+    return matches[0] if matches else None
 
 
 _TERMINAL_NAMES = {
@@ -462,6 +485,12 @@ def _collect_comments(text: str) -> list[ir.Comment]:
     return comments
 
 
+def strip_bom(text: str) -> str:
+    """``text`` without a leading UTF-8 byte-order mark (editors on Windows write one);
+    it is not part of the file's text, so positions count from after it."""
+    return text[1:] if text.startswith("\ufeff") else text
+
+
 def parse_space(source: Union[str, bytes], path: str = "<space>") -> ir.Space:
     """Parse .space text (or raw bytes) into the IR; raise ParseError with diagnostics."""
     if isinstance(source, bytes):
@@ -476,6 +505,7 @@ def parse_space(source: Union[str, bytes], path: str = "<space>") -> ir.Space:
             ) from None
     else:
         text = source
+    text = strip_bom(text)
     if "\x00" in text:
         offset = text.index("\x00")
         line = text.count("\n", 0, offset) + 1
@@ -525,4 +555,4 @@ def parse_file(path: Union[str, Path]) -> tuple[ir.Space, str]:
     except OSError as exc:
         raise ParseError([Diagnostic("error", f"cannot read: {exc.strerror}", code="io")], str(path)) from None
     space = parse_space(data, str(path))
-    return space, data.decode("utf-8")
+    return space, strip_bom(data.decode("utf-8"))

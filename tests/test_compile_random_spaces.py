@@ -23,7 +23,9 @@ def op_sets(draw):
 
 
 @st.composite
-def spaces(draw):
+def cell_streams(draw):
+    """The header and stream declarations of a random space: (lines, wide, narrow, two_states, sizes),
+    ``wide`` the streams of size nhid, ``narrow`` those of size ninp."""
     ninp, nhid = draw(st.sampled_from([(8, 8), (6, 8)]))
     x_depth = draw(st.integers(0, 2))
     h_depth = draw(st.integers(1, 3))
@@ -35,6 +37,12 @@ def spaces(draw):
         lines.append("  state c[t-1] : nhid")
     wide = [f"h[t-{k}]" for k in range(1, h_depth + 1)] + (["c[t-1]"] if two_states else [])  # size nhid
     narrow = ["x[t]"] + [f"x[t-{k}]" for k in range(1, x_depth + 1)]  # size ninp
+    return lines, wide, narrow, two_states, {"ninp": ninp, "nhid": nhid}
+
+
+@st.composite
+def spaces(draw):
+    lines, wide, narrow, two_states, sizes = draw(cell_streams())
     nodes = []
     if draw(st.booleans()):  # a fixed node in front, like s0 of DARTS
         lines.append(f"  node f0 = highway({draw(st.sampled_from(OPS[:4]))}, x[t], h[t-1], carry = h[t-1])")
@@ -77,7 +85,7 @@ def spaces(draw):
     if two_states:
         lines.append(f"  c[t] = sigmoid(linear(x[t], h[t])) * c[t-1] + {nodes[-1]}")
     lines.append("}")
-    return "\n".join(lines) + "\n", {"ninp": ninp, "nhid": nhid}
+    return "\n".join(lines) + "\n", sizes
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,13 +1,17 @@
 """Discretization on hand-made architecture weights: exact genotypes, select modes, ties, combiners."""
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from essdsl.check import check_space, check_text, load_graph
+from essdsl.check import check_file, check_space, check_text, load_graph, load_graph_text
 from essdsl.compile import ModelConfig, build_manifest, build_model
+from essdsl.compile.manifest import arch_entries
 from essdsl.derive import (
     DeriveError,
     derive_choices,
@@ -17,6 +21,7 @@ from essdsl.derive import (
     retained_weights,
 )
 from essdsl.errors import has_errors
+from essdsl.fmt import format_text
 from essdsl.graph import MixedSpec
 from essdsl.parse import parse_space
 
@@ -148,3 +153,134 @@ def test_non_finite_weights_are_refused():
         derive_choices(manifest, arch)
     with pytest.raises(DeriveError, match="missing"):
         derive_choices(manifest, {})
+
+
+# ----------------------------------------------------------------- total derivation
+# The space of issue 11: a GRU-like cell whose `project` node keeps 2 of 5 inputs
+# (one a Hadamard pair) under a searched combiner, two highway mixes, and a mixed
+# node `n` choosing between them: whichever of a, b it drops has no reader left.
+GRU_LIKE = """space gru_like
+
+cell {
+  input x[t-1..t] : ninp
+  state h[t-2..t-1] : nhid
+
+  node xin = mix {
+    from x[t], x[t-1], h[t-1], h[t-2] ops {identity, tanh, zero}
+    from h[t-1] * x[t] ops {identity, tanh}
+    transform project
+    combine {sum, product}
+    keep 2
+    dim nhid
+  }
+  node z = sigmoid(linear(xin, h[t-1]))  # update gate
+  node a = mix { from xin, h[t-1] ops {tanh, relu, sigmoid, zero} }
+  node b = mix { from xin, h[t-2] ops {tanh, relu, identity, zero} }
+  node n = mix { from a, b ops {tanh, identity, zero} select node_softmax }
+  h[t] = h[t-1] + z * (n - h[t-1])
+  output h
+}
+"""
+
+
+def gru_like_manifest():
+    graph = load_graph_text(GRU_LIKE, "gru_like.space", SIZES)
+    return {"arch": arch_entries(graph)}, parse_space(GRU_LIKE, "gru_like.space")
+
+
+@pytest.mark.parametrize("kept, dropped", [("a", "b"), ("b", "a")])
+def test_a_node_a_choice_orphans_is_pruned_and_the_genotype_checks(kept, dropped):
+    manifest, space = gru_like_manifest()
+    arch = zero_arch(manifest)
+    entry = manifest["arch"]["arch.n_ops"]
+    arch["arch.n_ops"][entry["edges"].index(kept), entry["ops"].index("tanh")] = 5.0
+    choices = derive_choices(manifest, arch)
+    text = genotype_text(space, choices, {"weights": retained_weights(choices)}, sizes=SIZES)
+    graph, report = check_text(text, "<genotype>", SIZES)
+    assert report.ok, report.render()
+    assert f"node {kept} = " in text and f"node {dropped} = " not in text
+    provenance = {e.key: e.value for e in parse_space(text).provenance}
+    assert provenance["pruned"] == [dropped]
+    assert [row[0] for row in provenance["weights"]].count(dropped) == 0
+    # the cut node leaves no blank line: z, the kept node and n stay one block
+    assert "\n\n  node n" not in text and "\n\n  node b" not in text
+    assert format_text(text) == text
+
+
+def test_pruning_is_transitive_and_spares_nodes_read_elsewhere():
+    text = """space chain
+cell {
+  input x : ninp
+  state h : nhid
+  node p = tanh(linear(x[t]))             # read only by q
+  node q = sigmoid(linear(p, h[t-1]))     # read only as a candidate of m
+  node r = tanh(linear(h[t-1]))           # a candidate of m, and read by the update
+  node m = mix { from q, r, h[t-1] ops {tanh, relu} }
+  h[t] = m + r
+}
+"""
+    graph = load_graph_text(text, "chain.space", SIZES)
+    manifest = {"arch": arch_entries(graph)}
+    arch = zero_arch(manifest)
+    arch["arch.m_ops"][2, 0] = 4.0  # keep h[t-1]: q, and p behind it, lose their only reader
+    choices = derive_choices(manifest, arch)
+    genotype = genotype_space(parse_space(text), choices)
+    assert [e.value for e in genotype.provenance if e.key == "pruned"] == [["p", "q"]]
+    names = [st.name for st in genotype.cell.statements if st.kind in ("fixed", "mixed")]
+    assert names == ["r", "m"]
+    assert check_space(genotype, SIZES)[1] == []
+
+
+def test_shipped_spaces_prune_nothing():
+    """DARTS, I-DARTS and ESS read every intermediate node in the update: no choice prunes."""
+    rng = torch.Generator().manual_seed(0)
+    for name in ("darts_rnn", "idarts_rnn", "ess_joint"):
+        manifest, space = manifest_of(name)
+        for _ in range(5):
+            arch = {k: torch.randn(e["shape"], generator=rng) for k, e in manifest["arch"].items()}
+            genotype = genotype_space(space, derive_choices(manifest, arch))
+            assert not [e for e in genotype.provenance if e.key == "pruned"], name
+
+
+def essdsl_cli(*args, timeout=300):
+    env = {**os.environ, "ESSDSL_COMPILE": "0", "ESSDSL_FINAL_EPOCHS": "0", "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "essdsl", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+TINY_SEARCH = ["--epochs", "1", "--max-steps", "6", "--batch-size", "16", "--bptt", "10", "--threads", "1", "--synthetic-tokens", "3000"]
+
+
+def test_issue_space_searches_and_derives_in_every_seed(tmp_path):
+    """Before pruning, 3 of 3 seeds ended 'cannot derive a genotype: node 'b' does not reach any state update'."""
+    space = tmp_path / "gru_like.space"
+    space.write_text(GRU_LIKE)
+    for seed in (0, 1, 2):
+        run = tmp_path / f"run{seed}"
+        result = essdsl_cli("search", space, "--ninp", 8, "--nhid", 8, "--seed", seed, *TINY_SEARCH, "--out", run)
+        assert result.returncode == 0, result.stderr
+        graph, report = check_file(run / "genotype.space", SIZES)
+        assert report.ok and graph.kind == "genotype", report.render()
+        pruned = {e.key: e.value for e in parse_space((run / "genotype.space").read_text()).provenance}["pruned"]
+        assert pruned in (["a"], ["b"])  # n keeps one of the two; the other is cut
+
+
+def test_space_valid_only_at_the_runs_sizes_derives_there(tmp_path):
+    """Issue 12 D6: `state h : 8` with `x[t] + h[t-1]` checks only at --ninp 8; the genotype is
+    checked at the run's sizes (from its manifest), by search and by derive."""
+    space = tmp_path / "eight.space"
+    space.write_text(
+        "space eight\ncell {\n  input x : ninp\n  state h : 8\n"
+        "  node s = mix { from x[t], h[t-1] ops {tanh, relu, zero} transform project dim 8 }\n"
+        "  h[t] = tanh(x[t] + h[t-1]) + s\n}\n"
+    )
+    assert not check_file(space)[1].ok  # at the default ninp 300 the sum's sizes conflict
+    run = tmp_path / "run"
+    result = essdsl_cli("search", space, "--ninp", 8, *TINY_SEARCH, "--out", run)
+    assert result.returncode == 0, result.stderr
+    assert check_file(run / "genotype.space", {"ninp": 8})[1].ok
+    again = tmp_path / "again.space"
+    result = essdsl_cli("derive", run, "-o", again)
+    assert result.returncode == 0, result.stderr
+    assert again.read_text() == (run / "genotype.space").read_text()

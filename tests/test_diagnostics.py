@@ -121,3 +121,43 @@ def test_io_code_for_missing_file_and_directory(tmp_path: Path):
     _, report = check_file(tmp_path)
     assert [d.code for d in report.diagnostics] == ["io"]
     assert "directory" in report.diagnostics[0].message
+
+
+def _essdsl(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "essdsl", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_utf8_byte_order_mark_is_accepted_by_every_command(tmp_path: Path):
+    canonical = (ROOT / "genotypes" / "gru.space").read_bytes()
+    with_bom = tmp_path / "gru.space"
+    with_bom.write_bytes(BOM + canonical)
+    for command in (["check"], ["fmt", "--check"], ["show"], ["stats"], ["diff", ROOT / "genotypes" / "gru.space"]):
+        result = _essdsl(command[0], with_bom, *command[1:])
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+    compiled = _essdsl("compile", with_bom, "--ninp", 8, "--nhid", 8, "-o", tmp_path / "gru.pt")
+    assert compiled.returncode == 0, compiled.stderr
+    # fmt keeps the mark (it is the editor's, not layout) and formats what follows it
+    messy = tmp_path / "messy.space"
+    messy.write_bytes(BOM + canonical.replace(b"\n\ncell", b"\ncell"))
+    assert _essdsl("fmt", "--write", messy).returncode == 0
+    assert messy.read_bytes() == BOM + canonical
+
+
+def test_positions_after_a_byte_order_mark_count_from_the_text(tmp_path: Path):
+    bad = tmp_path / "bad.space"
+    bad.write_bytes(BOM + b"space bad cell { input x : ninp state h : nhid h[t] = tanh(linear(x[t], q)) }\n")
+    _, report = check_file(bad)
+    [diagnostic] = report.diagnostics
+    assert (diagnostic.line, diagnostic.column, diagnostic.code) == (1, 73, "undefined-name")
+    assert "\ufeff" not in report.render()

@@ -149,6 +149,8 @@ def fmt(
             failed = True
             continue
         original = data.decode("utf-8", errors="replace")
+        if original.startswith("\ufeff"):  # a byte-order mark is the editor's, not layout: keep it
+            formatted = "\ufeff" + formatted
         changed = formatted != original
         if check_only:
             if changed:

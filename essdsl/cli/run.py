@@ -384,7 +384,7 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
         }
         if record and math.isfinite(record["valid_ppl"]):
             provenance["valid_ppl"] = round(float(record["valid_ppl"]), 3)
-        text = genotype_text(space, choices, provenance)
+        text = genotype_text(space, choices, provenance, sizes=run["sizes"])  # checked at the run's sizes
     except (DeriveError, SpaceError) as exc:
         fail(f"cannot derive a genotype: {exc}")
     path = out or (run_dir / "genotype.space")
