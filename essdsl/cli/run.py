@@ -230,10 +230,12 @@ class _Progress:
     """A rich progress bar on stderr: epoch, step, loss, ppl, tokens/s, ETA."""
 
     def __init__(self, total_steps: int, epochs: int, done: int = 0):
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
+        from .output import console
+
+        # Piped or redirected: no live bar (its frames end in \r), one line per epoch.
+        self.console = console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
@@ -243,6 +245,7 @@ class _Progress:
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            disable=not self.console.is_terminal,
         )
         self.task = self.progress.add_task("run", total=total_steps, completed=done, epoch=1, epochs=epochs, loss=0.0, ppl=0.0, tps=0.0)
 
@@ -273,18 +276,47 @@ class _Progress:
             tps=info.tokens_per_s,
         )
 
-    def epoch(self, record: dict, floor: Optional[float]) -> None:
-        line = (
-            f"epoch {record['epoch']}: train ppl {record['train_ppl']:.2f}  valid ppl {record['valid_ppl']:.2f}"
-            + (f"  (floor {floor:.2f})" if floor else "")
-            + f"  {record['elapsed_s']:.0f}s"
-        )
-        if "arch_entropy" in record:
-            line += f"  arch entropy {record['arch_entropy']:.3f}"
-        self.console.print(line)
+    def epoch(self, record: dict, corpus) -> None:
+        self.console.print(_epoch_line(record, corpus), markup=False, highlight=False)
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+
+def _ppl_text(name: str, ppl: float, loss: float) -> str:
+    """``train ppl 12.34``; a perplexity too large for a float (a diverging epoch, e.g.
+    before a rollback) is shown by its loss instead of as ``inf``."""
+    if math.isfinite(ppl):
+        return f"{name} ppl {ppl:.2f}"
+    return f"{name} loss {loss:.2f} nats/token (ppl too large to show)"
+
+
+def _references(corpus) -> str:
+    """The reference points of a perplexity on this corpus: true floor (synthetic), unigram, uniform."""
+    parts = [f"floor {corpus.floor_ppl:.2f}"] if corpus.floor_ppl else []
+    if corpus.unigram_ppl is not None:
+        parts.append(f"unigram {corpus.unigram_ppl:.2f}")
+    parts.append(f"uniform {corpus.vocab:,}")
+    return ", ".join(parts)
+
+
+def _epoch_span(record: dict) -> str:
+    """``epoch 3`` or, for a run that --max-steps ended inside it, ``epoch 1 (0.25 of an epoch)``."""
+    fraction = record.get("epoch_fraction", 1.0)
+    return f"epoch {record['epoch']}" + (f" ({fraction:.2f} of an epoch)" if fraction < 1.0 else "")
+
+
+def _epoch_line(record: dict, corpus) -> str:
+    line = (
+        f"{_epoch_span(record)}: {_ppl_text('train', record['train_ppl'], record['train_loss'])}  "
+        f"{_ppl_text('valid', record['valid_ppl'], record['valid_loss'])}  ({_references(corpus)})  {record['elapsed_s']:.0f}s"
+    )
+    if "arch_entropy" in record:
+        line += f"  arch entropy {record['arch_entropy']:.3f}"
+        ratio = (record.get("health") or {}).get("entropy_ratio")
+        if ratio is not None:
+            line += f" ({100 * ratio:.0f}% of uniform)"
+    return line
 
 
 def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Optional[Path], run: Optional[dict],
@@ -384,6 +416,7 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
         }
         if record and math.isfinite(record["valid_ppl"]):
             provenance["valid_ppl"] = round(float(record["valid_ppl"]), 3)
+        provenance.update(_health_provenance(record))
         text = genotype_text(space, choices, provenance)
     except (DeriveError, SpaceError) as exc:
         fail(f"cannot derive a genotype: {exc}")
@@ -392,21 +425,50 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
     return path, text
 
 
-def _finish_message(corpus, record: Optional[dict], console_print) -> None:
+def _health_provenance(record: Optional[dict]) -> dict:
+    """The genotype's record of how healthy the search that derived it was: ``health``
+    ("ok" or the warning codes of essdsl.health) and the measures behind it."""
+    health = (record or {}).get("health")
+    if not health:
+        return {}
+    out = {"health": health["warnings"] or "ok"}
+    for key in ("change", "entropy_ratio", "kept_over_uniform", "margin"):
+        if health.get(key) is not None:
+            out[f"arch_{key}"] = health[key]
+    return out
+
+
+def _finish_message(corpus, record: Optional[dict], out, what: str = "model") -> None:
+    """The last epoch's valid perplexity next to the corpus's reference points, and
+    whether it beats the unigram model."""
     if record is None:
         return
-    from rich.table import Table
+    from .output import print_table
 
-    table = Table(title="validation perplexity")
-    table.add_column("model (last epoch)", justify="right")
-    table.add_column("unigram", justify="right")
+    fraction = record.get("epoch_fraction", 1.0)
+    span = "last epoch" if fraction >= 1.0 else (f"after {fraction:.2f} of an epoch" if record["epoch"] == 1 else f"epoch {record['epoch']}, {fraction:.2f} of it")
+    columns = [f"{what} ({span})", "unigram", "uniform (vocab)"]
+    row = [f"{record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
-        table.add_column("true floor exp(H)", justify="right")
-    row = [f"{record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}"]
-    if corpus.floor_ppl is not None:
+        columns.append("true floor exp(H)")
         row.append(f"{corpus.floor_ppl:.2f}")
-    table.add_row(*row)
-    console_print(table)
+    print_table(out, "validation perplexity", columns, [row], right=set(columns))
+    verdict = "beats" if record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
+    out.print(f"the {what} {verdict} the unigram model (valid ppl {record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
+
+
+def _report_health(record: Optional[dict], out) -> None:
+    """The search-health measures of the last epoch and a warning for each problem found."""
+    from ..health import health_messages, health_summary
+
+    health = (record or {}).get("health")
+    if not health:
+        return
+    out.print(f"search health: {health_summary(health)}", markup=False, highlight=False)
+    for message in health_messages(health, record["valid_ppl"]):
+        out.print(f"essdsl: warning: {message}", markup=False, highlight=False)
+    if not health["warnings"]:
+        out.print("search health: ok (the architecture weights moved away from uniform and the supernet beats the unigram model)", markup=False, highlight=False)
 
 
 def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None:
@@ -414,7 +476,7 @@ def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None
 
     def on_epoch(record):
         write_metrics(trainer.run_dir, trainer.history)
-        progress.epoch(record, corpus.floor_ppl)
+        progress.epoch(record, corpus)
         for note in trainer.notes:
             progress.message(f"[yellow]note:[/] {note}")
         trainer.notes.clear()
@@ -530,6 +592,8 @@ def search(
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
     if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
         fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
+    # The weights the search starts from (the seed fixes them, so a resumed run gets the same).
+    arch_start = {n: p.detach().clone() for n, p in _arch_tensors(model, model_manifest).items()}
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]}
     run_dir, run = _open_run(
         "search", SEARCH_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
@@ -540,6 +604,7 @@ def search(
         model_cfg, data_dir, synthetic_tokens,
         describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)),
     )  # fmt: skip
+    trainer.assess_epoch = _health_check(model, model_manifest, arch_start, corpus)
     progress.message(
         f"searching {space['path']} ({space_name}) on {corpus.describe()}; {sum(p.numel() for n, p in model.named_parameters() if not n.startswith('arch.')):,} weights, "
         f"{cfg.order}-order, run folder {run_dir}"
@@ -549,7 +614,8 @@ def search(
     record = trainer.history[-1] if trainer.history else None
     path, text = _write_genotype(run_dir, run, _arch_tensors(model, model_manifest), record)
     progress.message(f"genotype written to {path} ({time.time() - started:.0f}s)")
-    _finish_message(corpus, record, progress.console.print)
+    _finish_message(corpus, record, progress.console, what="supernet")
+    _report_health(record, progress.console)
     typer.echo(text)
     final_epochs = _pick(final_epochs, 3 if data_dir is None else 0)
     if final_epochs < 0:
@@ -558,7 +624,7 @@ def search(
         _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, compile_, eval_batch_size)
         final = _read_metrics(run_dir / "final")
         if final:
-            _final_summary(corpus, record, final[-1], final_epochs, progress.console.print)
+            _final_summary(corpus, record, final[-1], final_epochs, progress.console)
 
 
 def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict, epochs: int, device: str,
@@ -575,20 +641,29 @@ def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict,
     )  # fmt: skip
 
 
-def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int, console_print) -> None:
-    from rich.table import Table
+def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int, out) -> None:
+    from .output import print_table
 
-    table = Table(title="validation perplexity: search result")
-    for column in ("supernet (search)", f"derived genotype ({epochs} epochs from scratch)", "unigram"):
-        table.add_column(column, justify="right")
-    row = [f"{search_record['valid_ppl']:.2f}", f"{final_record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}"]
+    columns = ["supernet (search)", f"derived genotype ({epochs} epoch{'s' if epochs != 1 else ''} from scratch)", "unigram", "uniform (vocab)"]
+    row = [f"{search_record['valid_ppl']:.2f}", f"{final_record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
-        table.add_column("true floor exp(H)", justify="right")
+        columns.append("true floor exp(H)")
         row.append(f"{corpus.floor_ppl:.2f}")
-    table.add_row(*row)
-    console_print(table)
+    print_table(out, "validation perplexity: search result", columns, [row], right=set(columns))
     verdict = "beats" if final_record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
-    console_print(f"the derived genotype {verdict} the unigram model ({final_record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})")
+    out.print(f"the derived genotype {verdict} the unigram model ({final_record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
+
+
+def _health_check(model, manifest: dict, arch_start: dict, corpus):
+    """The trainer's per-epoch assessment of a search: :func:`essdsl.health.search_health`
+    of the current architecture weights against the start and the unigram model."""
+    from ..health import search_health
+
+    def assess(record: dict) -> dict:
+        arch = _arch_tensors(model, manifest)
+        return {"health": search_health(manifest, arch, arch_start, record["valid_ppl"], corpus.unigram_ppl)}
+
+    return assess
 
 
 # ----------------------------------------------------------------- derive
@@ -690,7 +765,7 @@ def train(
     _run_trainer(trainer, progress, f"essdsl train {genotype} --resume {run_dir}", corpus)
     record = trainer.history[-1] if trainer.history else None
     progress.message(f"model written to {run_dir / TRAIN_CHECKPOINT}")
-    _finish_message(corpus, record, progress.console.print)
+    _finish_message(corpus, record, progress.console)
 
 
 # ----------------------------------------------------------------- eval
