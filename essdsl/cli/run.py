@@ -143,6 +143,113 @@ def _compile_mode(enabled: bool, device) -> Optional[str]:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
+def _typed_options(command: str) -> set:
+    """Parameter names the user typed on the command line of ``command`` (not defaults,
+    not environment variables; empty when ``command`` is called from another one)."""
+    try:  # typer >= 0.24 vendors click
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - typer on top of click
+        from click import get_current_context
+        from click.core import ParameterSource
+
+    ctx = get_current_context(silent=True)
+    if ctx is None or ctx.command.name != command:
+        return set()
+    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
+def _recorded_settings(run: dict, cfg, dropouts: dict, synthetic_tokens: Optional[int]) -> dict:
+    """Option name -> the value a resumed run continues with (its manifest's)."""
+    from ..data import SYNTHETIC_DEFAULTS
+
+    values = {k: getattr(cfg, k) for k in ("seed", "epochs", "max_steps", "batch_size", "eval_batch_size", "bptt", "lr", "wd", "clip")}
+    if cfg.search:
+        values.update(arch_lr=cfg.arch_lr, arch_wd=cfg.arch_wd, order=cfg.order, **dropouts)
+    else:
+        values["asgd"] = cfg.asgd
+    if run.get("data") is None:
+        values["synthetic_tokens"] = _pick(synthetic_tokens, SYNTHETIC_DEFAULTS["train"])
+    return values
+
+
+def _refuse_changed_settings(typed: set, given: dict, recorded: dict) -> None:
+    """--resume continues a run as it was started: an option typed with another value
+    than the run's would change the result, so it is refused, not ignored."""
+    for name, value in given.items():
+        if name in typed and name in recorded and value != recorded[name]:
+            flag = "--" + name.replace("_", "-")
+            fail(
+                f"refusing to resume: {flag} {value} differs from the run's {recorded[name]} and would change its result; "
+                f"drop {flag} to continue the run as it was started, or start a new run"
+            )
+
+
+def _restore_options(run: dict, typed: set, **given):
+    """The options that do not change what is computed, but how (compile, threads,
+    device, final epochs): a resumed run gets the ones it was started with, unless
+    typed again on the command line.  Returns them in the order given."""
+    recorded = run.get("options") or {}
+    out = []
+    for name, value in given.items():
+        if name not in typed and name in recorded:
+            value = recorded[name]
+            if name == "device" and value.startswith("cuda"):
+                import torch
+
+                if not torch.cuda.is_available():
+                    print(f"essdsl: note: the run was started on {value}, which this machine lacks; continuing on the CPU "
+                          "(the result can differ in the last digits)", file=sys.stderr)  # fmt: skip
+                    value = "cpu"
+        out.append(value)
+    return out
+
+
+def _compile_key(space_sha: str, model_cfg, cfg, dev) -> str:
+    """What decides the compiled variants of a run: model code and shapes, torch version."""
+    import torch
+
+    fields = [space_sha, json.dumps(model_cfg.to_dict(), sort_keys=True), cfg.batch_size, cfg.eval_batch_size, cfg.search, cfg.order, dev.type, torch.__version__]
+    return json.dumps(fields)
+
+
+def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[bool], dev, cfg, corpus, key: str) -> bool:
+    """Decide whether to run the time step under torch.compile, say why in one line,
+    and compile it if so.  ``requested``: --compile/--no-compile or ESSDSL_COMPILE (None:
+    decide); ``restored``: the choice of the run being resumed (wins over the estimate)."""
+    from ..compile.fast import _marker_path, compile_step, decide_compile, enable_compile_cache, time_eager_step
+    from ..data import expected_seq_len
+
+    if restored is not None:
+        chosen, reason = restored, f"{'compiling the time step' if restored else 'running eagerly'}, as the run was started (--compile/--no-compile to change)"
+    elif requested is not None:
+        chosen, reason = requested, ("compiling the time step: --compile or ESSDSL_COMPILE=1" if requested else "running eagerly: --no-compile or ESSDSL_COMPILE=0")
+    else:
+        rows = len(corpus.train) // cfg.batch_size
+        steps = cfg.epochs * max(1, math.ceil((rows - 2) / expected_seq_len(cfg.bptt)))
+        if cfg.max_steps is not None:
+            steps = min(steps, cfg.max_steps)
+        passes = (5.0 if cfg.order == "second" else 2.0) if cfg.search else 1.0
+        seconds = time_eager_step(model, cfg.batch_size, cfg.bptt, corpus.vocab, dev)
+        marker = _marker_path(key)
+        decision = decide_compile(seconds, steps, passes, 6 if cfg.search else 4, dev.type, marker is not None and marker.exists())
+        chosen, reason = decision.compile, decision.reason
+    print(f"essdsl: {reason}", file=sys.stderr)
+    if chosen:
+        enable_compile_cache()
+        compile_step(model, mode=_compile_mode(True, dev), report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
+    return chosen
+
+
+def _mark_compiled(model, key: str) -> None:
+    """After a compiled run: its variants are in torch's cache now (the next policy estimate uses that)."""
+    from ..compile.fast import mark_compiled
+
+    info = getattr(model, "_essdsl_compile_info", None)
+    if info is not None and info.variants:
+        mark_compiled(key)
+
+
 def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_text: Optional[str] = None, compile_mode: Optional[str] = None):
     """The generated model, its manifest and config; with a ``compile_mode`` one time
     step runs under torch.compile (the manifest and weights are the same)."""
@@ -531,7 +638,7 @@ def search(
     dropoutx: Optional[float] = typer.Option(None, "--dropoutx", help="dropout on inputs entering the cell (default 0.75 / 0.1)"),
     dropouti: Optional[float] = typer.Option(None, "--dropouti", help="dropout on the embedded inputs (default 0.2 / 0.05)"),
     dropoute: Optional[float] = typer.Option(None, "--dropoute", help="embedding-row dropout (default 0)"),
-    compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", envvar="ESSDSL_COMPILE", show_default="decided per run", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs). Default: compile only where the run is long enough to repay the compile (the choice and why are printed); env ESSDSL_COMPILE=1/0 forces it"),
     final_epochs: Optional[int] = typer.Option(None, "--final-epochs", envvar="ESSDSL_FINAL_EPOCHS", help="then train the derived genotype from scratch for N epochs in RUN_DIR/final and report its valid ppl (default 3 on the synthetic corpus, 0 with --data: use 'essdsl train')"),
 ) -> None:
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
@@ -549,9 +656,19 @@ def search(
             asked = {"ninp": _pick(ninp, sizes.get("ninp")), "nhid": _pick(nhid, sizes.get("nhid"))}
             _check_same_run(run, space, asked, "space")
         _check_same_run(run, space, sizes, "space")
+        synthetic_tokens_given = synthetic_tokens
         cfg, data_dir, dropouts, synthetic_tokens = _run_settings(run)
         if data is not None and (data_dir is None or Path(data).resolve() != Path(data_dir).resolve()):
             fail(f"refusing to resume: --data {data} is not the data this run used ({data_dir or 'the synthetic corpus'})")
+        typed = _typed_options("search")
+        _refuse_changed_settings(typed, dict(
+            seed=seed, epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt,
+            lr=lr, wd=wd, clip=clip, arch_lr=arch_lr, arch_wd=arch_wd, order=order, dropout=dropout, dropouth=dropouth,
+            dropoutx=dropoutx, dropouti=dropouti, dropoute=dropoute, synthetic_tokens=synthetic_tokens_given,
+        ), _recorded_settings(run, cfg, dropouts, synthetic_tokens))  # fmt: skip
+        threads, device, final_epochs = _restore_options(run, typed, threads=threads, device=device, final_epochs=final_epochs)
+        dev = _device(device)
+        restored_compile = None if "compile_" in typed else (run.get("options") or {}).get("compile")
     else:
         synthetic = data is None
         base = SYNTHETIC_SEARCH if synthetic else DARTS_SEARCH
@@ -583,21 +700,29 @@ def search(
         }
         data_dir = str(Path(data).resolve()) if data is not None else None
 
+    if resume is None:
+        restored_compile = None
+    final_epochs = _pick(final_epochs, 3 if data_dir is None else 0)
+    if final_epochs < 0:
+        fail(f"--final-epochs must be 0 or more, got {final_epochs}")
     graph = _load_graph_text(space["text"], space["path"], sizes)
     space_name = graph.name
     _set_threads(threads, max(sizes.values()))
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
     from ..derive import arch_summary
 
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"])
     if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
         fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
     # The weights the search starts from (the seed fixes them, so a resumed run gets the same).
     arch_start = {n: p.detach().clone() for n, p in _arch_tensors(model, model_manifest).items()}
+    compile_key = _compile_key(space["sha256"], model_cfg, cfg, dev)
+    compiled = _apply_compile_policy(model, compile_, restored_compile, dev, cfg, corpus, compile_key)
+    options = {"compile": compiled, "compile_requested": compile_, "final_epochs": final_epochs, "threads": threads, "device": str(dev)}
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]}
     run_dir, run = _open_run(
         "search", SEARCH_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
-        model_cfg, data_dir, synthetic_tokens, corpus, dev, extra={"model_manifest": model_manifest},
+        model_cfg, data_dir, synthetic_tokens, corpus, dev, extra={"model_manifest": model_manifest, "options": options},
     )  # fmt: skip
     trainer, progress = _start_trainer(
         "search", SEARCH_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
@@ -611,24 +736,23 @@ def search(
     )
     started = time.time()
     _run_trainer(trainer, progress, f"essdsl search {space_or_artifact} --resume {run_dir}", corpus)
+    _mark_compiled(model, compile_key)
     record = trainer.history[-1] if trainer.history else None
     path, text = _write_genotype(run_dir, run, _arch_tensors(model, model_manifest), record)
     progress.message(f"genotype written to {path} ({time.time() - started:.0f}s)")
     _finish_message(corpus, record, progress.console, what="supernet")
     _report_health(record, progress.console)
     typer.echo(text)
-    final_epochs = _pick(final_epochs, 3 if data_dir is None else 0)
-    if final_epochs < 0:
-        fail(f"--final-epochs must be 0 or more, got {final_epochs}")
     if final_epochs and record is not None:
-        _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, compile_, eval_batch_size)
+        requested = (run.get("options") or {}).get("compile_requested", compile_) if "compile_" not in _typed_options("search") else compile_
+        _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, requested, eval_batch_size)
         final = _read_metrics(run_dir / "final")
         if final:
             _final_summary(corpus, record, final[-1], final_epochs, progress.console)
 
 
 def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict, epochs: int, device: str,
-                   threads: Optional[int], compile_: bool, eval_batch_size: int) -> None:  # fmt: skip
+                   threads: Optional[int], compile_: Optional[bool], eval_batch_size: int) -> None:  # fmt: skip
     """Train the derived genotype from scratch with the search's data and sizes (resumes an interrupted one)."""
     resuming = (final_dir / TRAIN_CHECKPOINT).exists()
     if resuming and _read_metrics(final_dir) and len(_read_metrics(final_dir)) >= epochs:
@@ -649,7 +773,7 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
     if corpus.floor_ppl is not None:
         columns.append("true floor exp(H)")
         row.append(f"{corpus.floor_ppl:.2f}")
-    print_table(out, "validation perplexity: search result", columns, [row], right=set(columns))
+    print_table(out, "validation perplexity of the search result", columns, [row], right=set(columns))
     verdict = "beats" if final_record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
     out.print(f"the derived genotype {verdict} the unigram model ({final_record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
 
@@ -711,7 +835,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<genotype-name>-<timestamp>)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the training run in this folder"),
     asgd: bool = typer.Option(False, "--asgd", help="switch to averaged SGD when the validation loss stalls (DARTS final training)"),
-    compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", envvar="ESSDSL_COMPILE", show_default="decided per run", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs). Default: compile only where the run is long enough to repay the compile (the choice and why are printed); env ESSDSL_COMPILE=1/0 forces it"),
 ) -> None:
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt)
@@ -724,7 +848,18 @@ def train(
         sizes = dict(run["sizes"])
         asked = {"ninp": _pick(ninp, sizes["ninp"]), "nhid": _pick(nhid, sizes["nhid"])}
         _check_same_run(run, space, asked, "genotype")
+        synthetic_tokens_given = synthetic_tokens
         cfg, data_dir, dropouts, synthetic_tokens = _run_settings(run)
+        if data is not None and (data_dir is None or Path(data).resolve() != Path(data_dir).resolve()):
+            fail(f"refusing to resume: --data {data} is not the data this run used ({data_dir or 'the synthetic corpus'})")
+        typed = _typed_options("train")
+        _refuse_changed_settings(typed, dict(
+            seed=seed, epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt,
+            lr=lr, wd=wd, clip=clip, asgd=asgd, synthetic_tokens=synthetic_tokens_given,
+        ), _recorded_settings(run, cfg, dropouts, synthetic_tokens))  # fmt: skip
+        threads, device = _restore_options(run, typed, threads=threads, device=device)
+        dev = _device(device)
+        restored_compile = None if "compile_" in typed else (run.get("options") or {}).get("compile")
     else:
         from ..search import RunConfig
 
@@ -751,11 +886,14 @@ def train(
     if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"])
+    compile_key = _compile_key(space["sha256"], model_cfg, cfg, dev)
+    compiled = _apply_compile_policy(model, compile_, restored_compile if resume is not None else None, dev, cfg, corpus, compile_key)
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]}
     run_dir, run = _open_run(
         "train", TRAIN_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
         model_cfg, data_dir, synthetic_tokens, corpus, dev,
+        extra={"options": {"compile": compiled, "compile_requested": compile_, "threads": threads, "device": str(dev)}},
     )  # fmt: skip
     trainer, progress = _start_trainer(
         "train", TRAIN_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
@@ -763,6 +901,7 @@ def train(
     )  # fmt: skip
     progress.message(f"training {space['path']} on {corpus.describe()}; {sum(p.numel() for p in model.parameters()):,} weights; run folder {run_dir}")
     _run_trainer(trainer, progress, f"essdsl train {genotype} --resume {run_dir}", corpus)
+    _mark_compiled(model, compile_key)
     record = trainer.history[-1] if trainer.history else None
     progress.message(f"model written to {run_dir / TRAIN_CHECKPOINT}")
     _finish_message(corpus, record, progress.console)
