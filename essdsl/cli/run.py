@@ -410,7 +410,7 @@ def _references(corpus) -> str:
 def _epoch_span(record: dict) -> str:
     """``epoch 3`` or, for a run that --max-steps ended inside it, ``epoch 1 (0.25 of an epoch)``."""
     fraction = record.get("epoch_fraction", 1.0)
-    return f"epoch {record['epoch']}" + (f" ({fraction:.2f} of an epoch)" if fraction < 1.0 else "")
+    return f"epoch {record['epoch']}" + (f" ({fraction:.2g} of an epoch)" if fraction < 1.0 else "")
 
 
 def _epoch_line(record: dict, corpus) -> str:
@@ -553,7 +553,7 @@ def _finish_message(corpus, record: Optional[dict], out, what: str = "model") ->
     from .output import print_table
 
     fraction = record.get("epoch_fraction", 1.0)
-    span = "last epoch" if fraction >= 1.0 else (f"after {fraction:.2f} of an epoch" if record["epoch"] == 1 else f"epoch {record['epoch']}, {fraction:.2f} of it")
+    span = "last epoch" if fraction >= 1.0 else (f"after {fraction:.2g} of an epoch" if record["epoch"] == 1 else f"epoch {record['epoch']}, {fraction:.2g} of it")
     columns = [f"{what} ({span})", "unigram", "uniform (vocab)"]
     row = [f"{record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
@@ -983,38 +983,77 @@ def _read_metrics(run_dir: Path) -> list[dict]:
 @app.command()
 def compare(
     run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="search (or train) run folders"),
+    as_json: bool = typer.Option(False, "--json", help="print the table and the genotype diffs as one JSON object"),
 ) -> None:
-    """Table of runs (space, valid ppl, params, time) and the semantic diff of their genotypes."""
-    from rich.console import Console
-    from rich.table import Table
+    """Table of runs (space, supernet and from-scratch valid ppl, params, time) and the
+    semantic diff of their genotypes; exit status 1 when the genotypes differ (as diff)."""
+    from .output import console, print_table
 
-    console = Console()
-    rows, genotypes = [], []
+    runs, genotypes = [], []
     for run_dir in run_dirs:
         run = _read_run_manifest(run_dir)
-        metrics = _read_metrics(run_dir)
-        last = metrics[-1] if metrics else {}
-        genotype_path = run_dir / "genotype.space" if run.get("kind") == "search" else Path(run["space"]["path"])
-        params = _param_count(run, genotype_path)
-        rows.append(
-            (
-                str(run_dir),
-                run["space"]["name"],
-                run.get("kind", "?"),
-                f"{last['valid_ppl']:.2f}" if "valid_ppl" in last else "-",
-                f"{params:,}" if params is not None else "-",
-                f"{last['elapsed_s']:.0f}s" if "elapsed_s" in last else "-",
-            )
-        )
-        genotypes.append((str(run_dir), genotype_path, run["sizes"]))
-    table = Table(title="runs")
-    for col in ("run", "space", "kind", "valid ppl", "params", "time"):
-        table.add_column(col, justify="right" if col in ("valid ppl", "params", "time") else "left")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+        row = _compare_row(run_dir, run)
+        runs.append(row)
+        genotypes.append((str(run_dir), Path(row["genotype"]), run["sizes"]))
+    diffs, notes = _genotype_diffs(genotypes)
+    differ = any(d["edits"] for d in diffs)
+    if as_json:
+        typer.echo(json.dumps({"runs": runs, "diffs": diffs, "notes": notes, "genotypes_differ": differ}, indent=2))
+        raise typer.Exit(1 if differ else 0)
+    out = console()
+
+    def ppl(value):
+        return f"{value:.2f}" if value is not None else "-"
+
+    columns = ["run", "space", "kind", "supernet valid ppl", "from-scratch valid ppl", "params", "time"]
+    rows = [
+        [
+            r["run"], r["space"], r["kind"], ppl(r["supernet_valid_ppl"]),
+            ppl(r["from_scratch_valid_ppl"]) + (f" ({r['from_scratch_epochs']} ep)" if r["from_scratch_epochs"] else ""),
+            f"{r['params']:,}" if r["params"] is not None else "-", f"{r['time_s']:.0f}s" if r["time_s"] is not None else "-",
+        ]
+        for r in runs
+    ]  # fmt: skip
+    print_table(out, "runs", columns, rows, right=set(columns[3:]))
+    out.print(
+        "supernet valid ppl: the search's weight-sharing supernet at its last epoch; from-scratch valid ppl: the derived "
+        "genotype trained alone (a search's final/ run, or a train run), the number that ranks architectures",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
+    for d in diffs:
+        out.print(f"{d['from']} -> {d['to']}: " + ("same genotype" if not d["edits"] else f"{len(d['edits'])} difference(s)"), markup=False, highlight=False)
+        for line in d["edits"]:
+            out.print(line, markup=False, highlight=False)
+    if differ:
+        raise typer.Exit(1)
+
+
+def _compare_row(run_dir: Path, run: dict) -> dict:
+    """One run for compare: which perplexity is which, parameters, time."""
+    metrics = _read_metrics(run_dir)
+    last = metrics[-1] if metrics else {}
+    search = run.get("kind") == "search"
+    genotype_path = run_dir / "genotype.space" if search else Path(run["space"]["path"])
+    scratch = (_read_metrics(run_dir / "final") or [{}])[-1] if search else last
+    return {
+        "run": str(run_dir),
+        "space": run["space"]["name"],
+        "kind": run.get("kind", "?"),
+        "supernet_valid_ppl": last.get("valid_ppl") if search else None,
+        "from_scratch_valid_ppl": scratch.get("valid_ppl"),
+        "from_scratch_epochs": scratch.get("epoch"),
+        "params": _param_count(run, genotype_path),
+        "time_s": last.get("elapsed_s"),
+        "genotype": str(genotype_path),
+    }
+
+
+def _genotype_diffs(genotypes: list) -> tuple[list[dict], list[str]]:
+    """Semantic diffs of every genotype against the first one, and notes on missing ones."""
     if len(genotypes) < 2:
-        return
+        return [], []
     try:
         from ..diff import diff_graphs, render_edits
     except ImportError:
@@ -1024,19 +1063,19 @@ def compare(
 
     base_name, base_path, base_sizes = genotypes[0]
     if not base_path.exists():
-        console.print(f"{base_name}: no genotype yet (run 'essdsl derive {base_name}')")
-        return
+        return [], [f"{base_name}: no genotype yet (run 'essdsl derive {base_name}')"]
+    diffs, notes = [], []
     try:
         base_graph = load_graph(base_path, base_sizes)
         for name, path, sizes in genotypes[1:]:
             if not path.exists():
-                console.print(f"{name}: no genotype yet")
+                notes.append(f"{name}: no genotype yet")
                 continue
-            graph = load_graph(path, sizes)
-            console.print(f"[bold]{base_name} → {name}[/]")
-            console.print(render_edits(diff_graphs(base_graph, graph)), markup=False, highlight=False)
+            edits = render_edits(diff_graphs(base_graph, load_graph(path, sizes)))
+            diffs.append({"from": base_name, "to": name, "edits": edits.splitlines() if edits else []})
     except SpaceError as exc:
         fail_space(exc)
+    return diffs, notes
 
 
 def _param_count(run: dict, genotype_path: Path) -> Optional[int]:
