@@ -147,6 +147,7 @@ def test_a_run_shorter_than_an_epoch_on_real_data_says_so_and_shows_the_referenc
 
 
 # ----------------------------------------------------------------- export
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_a_trained_model_exports_to_torchscript_in_eval_mode(tmp_path):
     import torch
 
@@ -168,3 +169,17 @@ def test_a_trained_model_exports_to_torchscript_in_eval_mode(tmp_path):
     assert torch.equal(dict(model.named_parameters())["decoder_bias"], weights["decoder_bias"])
     wrong = essdsl("compile", "genotypes/darts_v2.space", "--weights", run / "model.pt", "-o", tmp_path / "x.pt")
     assert wrong.returncode == 1 and "another text" in wrong.stderr
+
+
+def test_epoch_line_never_prints_ppl_inf_and_says_when_an_epoch_was_cut_short():
+    from essdsl.cli.run import _epoch_line
+    from essdsl.data import synthetic_corpus
+
+    corpus = synthetic_corpus(0, train=2000, valid=500, test=500)
+    diverged = {"epoch": 2, "train_loss": 812.5, "train_ppl": float("inf"), "valid_loss": 3.0, "valid_ppl": 20.09,
+                "elapsed_s": 4.0, "epoch_fraction": 1.0}  # fmt: skip
+    line = _epoch_line(diverged, corpus)
+    assert "inf" not in line and "train loss 812.50 nats/token" in line and "valid ppl 20.09" in line
+    assert f"unigram {corpus.unigram_ppl:.2f}" in line and "uniform 50" in line
+    short = _epoch_line({**diverged, "epoch": 1, "train_ppl": 30.0, "train_loss": 3.4, "epoch_fraction": 0.25}, corpus)
+    assert short.startswith("epoch 1 (0.25 of an epoch): train ppl 30.00")

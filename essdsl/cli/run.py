@@ -143,6 +143,18 @@ def _compile_mode(enabled: bool, device) -> Optional[str]:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
+def _quote(value) -> str:
+    """A path as one shell word (the printed resume hint must work when pasted)."""
+    import shlex
+
+    return shlex.quote(str(value))
+
+
+# The resume command to print when a run is interrupted, where it is not the command's
+# own: the final training of a search is resumed by resuming the search.
+_RESUME_HINT: dict = {}
+
+
 def _typed_options(command: str) -> set:
     """Parameter names the user typed on the command line of ``command`` (not defaults,
     not environment variables; empty when ``command`` is called from another one)."""
@@ -735,7 +747,7 @@ def search(
         f"{cfg.order}-order, run folder {run_dir}"
     )
     started = time.time()
-    _run_trainer(trainer, progress, f"essdsl search {space_or_artifact} --resume {run_dir}", corpus)
+    _run_trainer(trainer, progress, f"essdsl search {_quote(space_or_artifact)} --resume {_quote(run_dir)}", corpus)
     _mark_compiled(model, compile_key)
     record = trainer.history[-1] if trainer.history else None
     path, text = _write_genotype(run_dir, run, _arch_tensors(model, model_manifest), record)
@@ -745,7 +757,11 @@ def search(
     typer.echo(text)
     if final_epochs and record is not None:
         requested = (run.get("options") or {}).get("compile_requested", compile_) if "compile_" not in _typed_options("search") else compile_
-        _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, requested, eval_batch_size)
+        _RESUME_HINT["train"] = f"essdsl search {_quote(space_or_artifact)} --resume {_quote(run_dir)}"  # continues the final training too
+        try:
+            _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, requested, eval_batch_size)
+        finally:
+            _RESUME_HINT.pop("train", None)
         final = _read_metrics(run_dir / "final")
         if final:
             _final_summary(corpus, record, final[-1], final_epochs, progress.console)
@@ -900,7 +916,7 @@ def train(
         model_cfg, data_dir, synthetic_tokens,
     )  # fmt: skip
     progress.message(f"training {space['path']} on {corpus.describe()}; {sum(p.numel() for p in model.parameters()):,} weights; run folder {run_dir}")
-    _run_trainer(trainer, progress, f"essdsl train {genotype} --resume {run_dir}", corpus)
+    _run_trainer(trainer, progress, _RESUME_HINT.get("train") or f"essdsl train {_quote(genotype)} --resume {_quote(run_dir)}", corpus)
     _mark_compiled(model, compile_key)
     record = trainer.history[-1] if trainer.history else None
     progress.message(f"model written to {run_dir / TRAIN_CHECKPOINT}")
