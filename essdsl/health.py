@@ -18,7 +18,8 @@ can warn instead of reporting a success:
 * ``change``: the largest change of any θ (φ) since the start of the run, over
   the uniform value of its softmax;
 * ``parameter_free``: mixed nodes whose kept ops are all parameter-free (the
-  ``collapse-risk`` ops of ``essdsl check``, e.g. ``identity``);
+  ``collapse-risk`` ops of ``essdsl check``, e.g. ``identity``); half or more of
+  the nodes with an op choice (at least two) is reported as a collapse;
 * ``beats_unigram``: the supernet's valid perplexity against the unigram model
   of the corpus (the trivial baseline).
 """
@@ -137,7 +138,7 @@ def search_health(manifest: dict, arch: dict, arch_start: Optional[dict], valid_
         warnings.append("no-learning")
     elif (health["entropy_ratio"] or 0.0) > NEAR_UNIFORM_ENTROPY and (health["kept_over_uniform"] or 0.0) < NEAR_UNIFORM_KEPT:
         warnings.append("near-uniform")
-    if health["op_nodes"] and 2 * len(health["parameter_free"]) > health["op_nodes"]:
+    if len(health["parameter_free"]) >= 2 and 2 * len(health["parameter_free"]) >= health["op_nodes"]:
         warnings.append("collapse")
     if unigram_ppl is not None:
         health["unigram_ppl"] = round(float(unigram_ppl), 4)

@@ -63,3 +63,23 @@ def test_decided_weights_and_collapse_onto_identity(darts):
     assert health["entropy_ratio"] < 0.5
     assert health["op_nodes"] == 8 and len(health["parameter_free"]) == 8
     assert health["warnings"] == ["collapse"] and health["beats_unigram"] is True
+
+
+def test_half_the_nodes_on_identity_is_a_collapse_one_is_not(darts):
+    manifest, arch = darts
+    start = {n: torch.zeros_like(t) for n, t in arch.items()}
+
+    def prefer_identity(nodes):
+        out = {}
+        for name, t in arch.items():
+            entry = manifest["arch"][name]
+            logits = torch.zeros_like(t)
+            favourite = "identity" if entry["node"] in nodes else "tanh"
+            logits[:, entry["ops"].index(favourite)] = 5.0
+            out[name] = logits
+        return out
+
+    half = search_health(manifest, prefer_identity({"s4", "s5", "s6", "s7"}), start, 10.0, 40.0)
+    assert half["parameter_free"] == ["s4", "s5", "s6", "s7"] and half["warnings"] == ["collapse"]
+    one = search_health(manifest, prefer_identity({"s4"}), start, 10.0, 40.0)
+    assert one["parameter_free"] == ["s4"] and one["warnings"] == []

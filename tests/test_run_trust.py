@@ -42,9 +42,9 @@ def metrics(folder):
 def searches(tmp_path_factory):
     """A deliberately failed search (--arch-lr 0) and a healthy one of the same space."""
     root = tmp_path_factory.mktemp("health")
-    common = ["search", "spaces/darts_rnn.space", *SMALL, "--epochs", "2", "--no-compile", "--final-epochs", "0"]
-    failed = essdsl(*common, "--arch-lr", "0", "--out", root / "failed")
-    healthy = essdsl(*common, "--arch-lr", "0.03", "--out", root / "healthy")
+    common = ["search", "spaces/darts_rnn.space", *SMALL, "--epochs", "2", "--final-epochs", "0"]
+    failed = essdsl(*common, "--no-compile", "--arch-lr", "0", "--out", root / "failed")
+    healthy = essdsl(*common, "--arch-lr", "0.03", "--out", root / "healthy")  # compile left to the policy
     return root, failed, healthy
 
 
@@ -55,6 +55,9 @@ def test_a_search_whose_architecture_never_moved_ends_with_a_warning(searches):
     warning = [l for l in lines if l.startswith("essdsl: warning: the architecture weights did not learn")]
     assert len(warning) == 1 and "--arch-lr" in warning[0], failed.stderr  # one unwrapped line, with what to try
     assert "search health: ok" not in failed.stderr
+    epochs = [l for l in lines if l.startswith("epoch ")]
+    assert len(epochs) == 2 and all("health: no-learning" in l for l in epochs)
+    assert "running eagerly: --no-compile" in failed.stderr
     health = json.loads((root / "failed" / "metrics.jsonl").read_text().splitlines()[-1])["health"]
     assert health["change"] == 0.0 and "no-learning" in health["warnings"]
     genotype = (root / "failed" / "genotype.space").read_text()
@@ -68,6 +71,10 @@ def test_a_healthy_search_has_no_warning(searches):
     assert healthy.returncode == 0, healthy.stderr
     assert "warning" not in healthy.stderr, healthy.stderr
     assert "search health: ok" in healthy.stderr
+    # 50 steps of a 16-wide cell: the compile policy runs it eagerly and says why, in one line
+    decision = [l for l in healthy.stderr.splitlines() if "torch.compile" in l]
+    assert len(decision) == 1 and decision[0].startswith("essdsl: running eagerly (no torch.compile): 50 steps at"), decision
+    assert json.loads((root / "healthy" / "manifest.json").read_text())["options"]["compile"] is False
     assert 'health = "ok"' in (root / "healthy" / "genotype.space").read_text()
     # one line per epoch with the reference points, no progress frames
     epochs = [l for l in healthy.stderr.splitlines() if l.startswith("epoch ")]
@@ -123,6 +130,8 @@ def test_interrupted_and_resumed_run_with_its_options_equals_the_uninterrupted_o
     assert resumed.returncode == 0, resumed.stderr
     assert "as the run was started" in resumed.stderr and "torch.compile" not in resumed.stderr.replace("no torch.compile", "")
     assert metrics(run) == metrics(tmp_path / "full")
+    options = json.loads((run / "manifest.json").read_text())["options"]
+    assert options == {"compile": False, "compile_requested": False, "final_epochs": 1, "threads": 1, "device": "cpu"}
     assert metrics(run / "final") == metrics(tmp_path / "full" / "final")
     assert len(metrics(run / "final")) == 1  # --final-epochs 1 kept, not the default 3
     assert "(1 epoch from scratch)" in resumed.stderr

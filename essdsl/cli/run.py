@@ -243,8 +243,12 @@ def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[b
             steps = min(steps, cfg.max_steps)
         passes = (5.0 if cfg.order == "second" else 2.0) if cfg.search else 1.0
         seconds = time_eager_step(model, cfg.batch_size, cfg.bptt, corpus.vocab, dev)
-        marker = _marker_path(key)
-        decision = decide_compile(seconds, steps, passes, 6 if cfg.search else 4, dev.type, marker is not None and marker.exists())
+        variants = 6 if cfg.search else 4
+        decision = decide_compile(seconds, steps, passes, variants, dev.type, cached=False)
+        if not decision.compile and decide_compile(seconds, steps, passes, variants, dev.type, cached=True).compile:
+            marker = _marker_path(key)  # only now: finding torch's cache folder imports inductor (seconds)
+            if marker is not None and marker.exists():
+                decision = decide_compile(seconds, steps, passes, variants, dev.type, cached=True)
         chosen, reason = decision.compile, decision.reason
     print(f"essdsl: {reason}", file=sys.stderr)
     if chosen:
@@ -435,6 +439,9 @@ def _epoch_line(record: dict, corpus) -> str:
         ratio = (record.get("health") or {}).get("entropy_ratio")
         if ratio is not None:
             line += f" ({100 * ratio:.0f}% of uniform)"
+    warnings = (record.get("health") or {}).get("warnings")
+    if warnings:  # the run ends with what each means and what to try
+        line += f"  health: {', '.join(warnings)}"
     return line
 
 
