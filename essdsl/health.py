@@ -138,7 +138,8 @@ def search_health(manifest: dict, arch: dict, arch_start: Optional[dict], valid_
         warnings.append("no-learning")
     elif (health["entropy_ratio"] or 0.0) > NEAR_UNIFORM_ENTROPY and (health["kept_over_uniform"] or 0.0) < NEAR_UNIFORM_KEPT:
         warnings.append("near-uniform")
-    if len(health["parameter_free"]) >= 2 and 2 * len(health["parameter_free"]) >= health["op_nodes"]:
+    collapsed = len(health["parameter_free"]) >= 2 and 2 * len(health["parameter_free"]) >= health["op_nodes"]
+    if collapsed and "no-learning" not in warnings:  # unmoved weights chose nothing, not even identity
         warnings.append("collapse")
     if unigram_ppl is not None:
         health["unigram_ppl"] = round(float(unigram_ppl), 4)
@@ -147,6 +148,14 @@ def search_health(manifest: dict, arch: dict, arch_start: Optional[dict], valid_
             warnings.append("below-unigram")
     health["warnings"] = warnings
     return health
+
+
+def format_ppl(ppl: float, loss: Optional[float] = None) -> str:
+    """A perplexity for people: ``12.34``, or, where it overflows a float (a diverged
+    model), ``too large to show`` with the loss it comes from."""
+    if math.isfinite(ppl):
+        return f"{ppl:.2f}"
+    return "too large to show" + (f" (loss {loss:.2f} nats/token)" if loss is not None and math.isfinite(loss) else "")
 
 
 def health_messages(health: dict, valid_ppl: float) -> list[str]:
@@ -175,7 +184,7 @@ def health_messages(health: dict, valid_ppl: float) -> list[str]:
             )
         elif code == "below-unigram":
             messages.append(
-                f"the supernet does NOT beat the unigram model (valid ppl {valid_ppl:.2f} vs unigram "
+                f"the supernet does NOT beat the unigram model (valid ppl {format_ppl(valid_ppl)} vs unigram "
                 f"{health['unigram_ppl']:.2f}): its architecture weights were learned from a model that has not learned the task. "
                 "Run more epochs or steps, or lower --lr if the training loss is unstable."
             )
@@ -198,4 +207,4 @@ def health_summary(health: dict) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["arch_health", "health_messages", "health_summary", "search_health"]
+__all__ = ["arch_health", "format_ppl", "health_messages", "health_summary", "search_health"]

@@ -409,8 +409,10 @@ class _Progress:
 def _ppl_text(name: str, ppl: float, loss: float) -> str:
     """``train ppl 12.34``; a perplexity too large for a float (a diverging epoch, e.g.
     before a rollback) is shown by its loss instead of as ``inf``."""
+    from ..health import format_ppl
+
     if math.isfinite(ppl):
-        return f"{name} ppl {ppl:.2f}"
+        return f"{name} ppl {format_ppl(ppl)}"
     return f"{name} loss {loss:.2f} nats/token (ppl too large to show)"
 
 
@@ -574,13 +576,16 @@ def _finish_message(corpus, record: Optional[dict], out, what: str = "model") ->
     fraction = record.get("epoch_fraction", 1.0)
     span = "last epoch" if fraction >= 1.0 else (f"after {fraction:.2g} of an epoch" if record["epoch"] == 1 else f"epoch {record['epoch']}, {fraction:.2g} of it")
     columns = [f"{what} ({span})", "unigram", "uniform (vocab)"]
-    row = [f"{record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
+    from ..health import format_ppl
+
+    valid = format_ppl(record["valid_ppl"], record.get("valid_loss"))
+    row = [valid, f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
         columns.append("true floor exp(H)")
         row.append(f"{corpus.floor_ppl:.2f}")
     print_table(out, "validation perplexity", columns, [row], right=set(columns))
     verdict = "beats" if record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
-    out.print(f"the {what} {verdict} the unigram model (valid ppl {record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
+    out.print(f"the {what} {verdict} the unigram model (valid ppl {valid} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
 
 
 def _report_health(record: Optional[dict], out) -> None:
@@ -792,13 +797,15 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
     from .output import print_table
 
     columns = ["supernet (search)", f"derived genotype ({epochs} epoch{'s' if epochs != 1 else ''} from scratch)", "unigram", "uniform (vocab)"]
-    row = [f"{search_record['valid_ppl']:.2f}", f"{final_record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
+    from ..health import format_ppl
+
+    row = [format_ppl(search_record["valid_ppl"]), format_ppl(final_record["valid_ppl"]), f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
         columns.append("true floor exp(H)")
         row.append(f"{corpus.floor_ppl:.2f}")
     print_table(out, "validation perplexity of the search result", columns, [row], right=set(columns))
     verdict = "beats" if final_record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
-    out.print(f"the derived genotype {verdict} the unigram model ({final_record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
+    out.print(f"the derived genotype {verdict} the unigram model ({format_ppl(final_record['valid_ppl'])} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
 
 
 def _health_check(model, manifest: dict, arch_start: dict, corpus):
@@ -1025,8 +1032,10 @@ def compare(
         raise typer.Exit(1 if differ else 0)
     out = console()
 
+    from ..health import format_ppl
+
     def ppl(value):
-        return f"{value:.2f}" if value is not None else "-"
+        return format_ppl(value) if value is not None else "-"
 
     columns = ["run", "space", "kind", "supernet valid ppl", "from-scratch valid ppl", "params", "time"]
     rows = [
