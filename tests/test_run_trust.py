@@ -164,6 +164,8 @@ def test_a_trained_model_exports_to_torchscript_in_eval_mode(tmp_path):
     t = essdsl("train", "genotypes/darts_v1.space", *SMALL, "--max-steps", "3", "--epochs", "1", "--no-compile", "--out", run)
     assert t.returncode == 0, t.stderr
     assert "model (after" in t.stderr  # 3 steps are not an epoch
+    refused = essdsl("train", "genotypes/darts_v1.space", "--resume", run, "--lr", "5")
+    assert refused.returncode == 1 and "refusing to resume: --lr 5.0 differs from the run's 20.0" in refused.stderr
     artifact = tmp_path / "darts_v1.pt"
     c = essdsl("compile", "genotypes/darts_v1.space", "--weights", run / "model.pt", "-o", artifact)
     assert c.returncode == 0, c.stderr
