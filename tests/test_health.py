@@ -83,3 +83,19 @@ def test_half_the_nodes_on_identity_is_a_collapse_one_is_not(darts):
     assert half["parameter_free"] == ["s4", "s5", "s6", "s7"] and half["warnings"] == ["collapse"]
     one = search_health(manifest, prefer_identity({"s4"}), start, 10.0, 40.0)
     assert one["parameter_free"] == ["s4"] and one["warnings"] == []
+
+
+@pytest.mark.parametrize("name", ["darts_rnn", "idarts_rnn", "ess_joint"])
+def test_every_shipped_space_measures_uniform_at_zero_and_moves_with_its_weights(name):
+    graph = load_graph(ROOT / "spaces" / f"{name}.space", {"ninp": 8, "nhid": 8})
+    cfg = ModelConfig(vocab=20, search=True)
+    torch.manual_seed(1)
+    model = build_model(graph, cfg)
+    manifest = build_manifest(graph, cfg, model)
+    arch = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("arch.")}
+    zeros = {n: torch.zeros_like(t) for n, t in arch.items()}
+    flat = arch_health(manifest, zeros, zeros)
+    assert flat["entropy_ratio"] == pytest.approx(1.0) and flat["kept_over_uniform"] == pytest.approx(1.0)
+    moved = {n: torch.randn_like(t) * 3 for n, t in arch.items()}
+    health = arch_health(manifest, moved, zeros)
+    assert 0 < health["entropy_ratio"] < 1 and health["kept_over_uniform"] > 1 and health["change"] > 0.5 and health["margin"] > 0
