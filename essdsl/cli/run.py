@@ -541,10 +541,10 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
             "epoch": int(record["epoch"]) if record else 0,
             "seed": int(run["seed"]),
             "weights": retained_weights(choices),
+            **_health_provenance(record),
         }
         if record and math.isfinite(record["valid_ppl"]):
             provenance["valid_ppl"] = round(float(record["valid_ppl"]), 3)
-        provenance.update(_health_provenance(record))
         text = genotype_text(space, choices, provenance)
     except (DeriveError, SpaceError) as exc:
         fail(f"cannot derive a genotype: {exc}")
