@@ -333,6 +333,9 @@ class Trainer:
     on_epoch: Optional[Callable[[dict], None]] = None
     extra_state: dict = field(default_factory=dict)  # stored in every checkpoint (e.g. what eval needs)
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy  # of training steps (e.g. a compiled one)
+    # More per-epoch entries computed from the epoch's record (e.g. search health against
+    # the unigram model); stored with the record, so checkpoints and metrics keep them.
+    assess_epoch: Optional[Callable[[dict], dict]] = None
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -641,9 +644,13 @@ class Trainer:
             "lr": self.lr,
             "elapsed_s": round(self.elapsed, 3),
             "optimizer": "asgd" if self.asgd_active else "sgd",
+            # below 1 when --max-steps ended the run inside the epoch
+            "epoch_fraction": round(min(1.0, self.position / max(self.train_data.size(0) - 2, 1)), 4),
         }
         if self.describe_arch is not None and self.arch:
             record.update(self.describe_arch(self.model))
+        if self.assess_epoch is not None:
+            record.update(self.assess_epoch(record))
         self.history.append(record)
         if valid_loss < self.best_valid:
             self.best_valid = valid_loss

@@ -29,6 +29,10 @@ def compile_command(
     discrete: bool = typer.Option(
         False, "--discrete", help="compile the discrete model (no batchnorm) instead of the search supernet"
     ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="export a trained model: load the weights of this checkpoint (RUN/model.pt of 'essdsl train', "
+        "or a search's checkpoint.pt) into the artifact, at the run's sizes and vocabulary, saved in eval mode"
+    ),
 ) -> None:
     """Compile FILE into a supernet (or discrete model) as a TorchScript artifact plus a manifest.
 
@@ -42,6 +46,9 @@ def compile_command(
     from ..check import check_file
 
     sizes = parse_sizes(ninp, nhid, None)
+    trained = _trained_weights(file, weights, sizes) if weights is not None else None
+    if trained is not None:
+        sizes = trained["sizes"]
     start = time.perf_counter()
     graph, report = check_file(file, sizes)
     print_report(report)
@@ -52,7 +59,7 @@ def compile_command(
     from ..compile.config import embedding_dim
     from ..compile.manifest import save_artifact, save_manifest, save_state
 
-    config = ModelConfig(vocab=vocab, search=not discrete)
+    config = ModelConfig(vocab=vocab, search=not discrete) if trained is None else ModelConfig(**trained["model_config"])
     try:
         embedding_dim(graph)
     except ValueError as exc:
@@ -61,6 +68,12 @@ def compile_command(
         typer.echo(generate_source(graph, config), nl=False)
         return
     model = build_model(graph, config, impl=impl)
+    if trained is not None:
+        try:
+            model.load_state_dict(trained["state"])
+        except RuntimeError as exc:
+            fail(f"{weights} does not match the model of {file} ({str(exc).splitlines()[0]})")
+        model.eval()  # an exported trained model is for inference: dropout off, BatchNorm on its running statistics
     manifest = build_manifest(graph, config, model, path=file)
     manifest["implementation"] = impl
     # The reference interpreter walks the graph in Python and is not TorchScript-able:
@@ -82,6 +95,31 @@ def compile_command(
     )
     kind = "TorchScript module" if impl == "generated" else "state dict of the reference interpreter"
     typer.echo(f"wrote {artifact} ({kind}) and {manifest_path} in {elapsed:.2f} s")
+
+
+def _trained_weights(file: Path, checkpoint: Path, sizes: dict) -> dict:
+    """Sizes, model config and weights (best epoch's if kept) of a run's checkpoint, which
+    must have been trained on ``file``'s exact text (the run records it)."""
+    from ..search import RunError, load_checkpoint
+
+    try:
+        state = load_checkpoint(checkpoint)
+    except RunError as exc:
+        fail(str(exc))
+    try:
+        text, run_sizes, model_config = state["space_text"], dict(state["sizes"]), dict(state["model_config"])
+    except KeyError:
+        fail(f"{checkpoint} lacks the model description (space, sizes); it was not written by essdsl train/search")
+    try:
+        same = file.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        same = True  # check_file reports the unreadable file itself
+    if not same:
+        fail(f"{checkpoint} was trained on another text than {file} (compile the genotype the run used)")
+    for key, value in sizes.items():
+        if run_sizes.get(key) != value:
+            fail(f"--{key} {value} differs from the {run_sizes.get(key)} the weights in {checkpoint} were trained with")
+    return {"sizes": run_sizes, "model_config": model_config, "state": state.get("best_model") or state["model"]}
 
 
 @app.command("bench")

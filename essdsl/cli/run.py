@@ -143,6 +143,129 @@ def _compile_mode(enabled: bool, device) -> Optional[str]:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
 
+def _quote(value) -> str:
+    """A path as one shell word (the printed resume hint must work when pasted)."""
+    import shlex
+
+    return shlex.quote(str(value))
+
+
+# The resume command to print when a run is interrupted, where it is not the command's
+# own: the final training of a search is resumed by resuming the search.
+_RESUME_HINT: dict = {}
+
+
+def _typed_options(command: str) -> set:
+    """Parameter names the user typed on the command line of ``command`` (not defaults,
+    not environment variables; empty when ``command`` is called from another one)."""
+    try:  # typer >= 0.24 vendors click
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - typer on top of click
+        from click import get_current_context
+        from click.core import ParameterSource
+
+    ctx = get_current_context(silent=True)
+    if ctx is None or ctx.command.name != command:
+        return set()
+    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
+def _recorded_settings(run: dict, cfg, dropouts: dict, synthetic_tokens: Optional[int]) -> dict:
+    """Option name -> the value a resumed run continues with (its manifest's)."""
+    from ..data import SYNTHETIC_DEFAULTS
+
+    values = {k: getattr(cfg, k) for k in ("seed", "epochs", "max_steps", "batch_size", "eval_batch_size", "bptt", "lr", "wd", "clip")}
+    if cfg.search:
+        values.update(arch_lr=cfg.arch_lr, arch_wd=cfg.arch_wd, order=cfg.order, **dropouts)
+    else:
+        values["asgd"] = cfg.asgd
+    if run.get("data") is None:
+        values["synthetic_tokens"] = _pick(synthetic_tokens, SYNTHETIC_DEFAULTS["train"])
+    return values
+
+
+def _refuse_changed_settings(typed: set, given: dict, recorded: dict) -> None:
+    """--resume continues a run as it was started: an option typed with another value
+    than the run's would change the result, so it is refused, not ignored."""
+    for name, value in given.items():
+        if name in typed and name in recorded and value != recorded[name]:
+            flag = "--" + name.replace("_", "-")
+            fail(
+                f"refusing to resume: {flag} {value} differs from the run's {recorded[name]} and would change its result; "
+                f"drop {flag} to continue the run as it was started, or start a new run"
+            )
+
+
+def _restore_options(run: dict, typed: set, **given):
+    """The options that do not change what is computed, but how (compile, threads,
+    device, final epochs): a resumed run gets the ones it was started with, unless
+    typed again on the command line.  Returns them in the order given."""
+    recorded = run.get("options") or {}
+    out = []
+    for name, value in given.items():
+        if name not in typed and name in recorded:
+            value = recorded[name]
+            if name == "device" and value.startswith("cuda"):
+                import torch
+
+                if not torch.cuda.is_available():
+                    print(f"essdsl: note: the run was started on {value}, which this machine lacks; continuing on the CPU "
+                          "(the result can differ in the last digits)", file=sys.stderr)  # fmt: skip
+                    value = "cpu"
+        out.append(value)
+    return out
+
+
+def _compile_key(space_sha: str, model_cfg, cfg, dev) -> str:
+    """What decides the compiled variants of a run: model code and shapes, torch version."""
+    import torch
+
+    fields = [space_sha, json.dumps(model_cfg.to_dict(), sort_keys=True), cfg.batch_size, cfg.eval_batch_size, cfg.search, cfg.order, dev.type, torch.__version__]
+    return json.dumps(fields)
+
+
+def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[bool], dev, cfg, corpus, key: str) -> bool:
+    """Decide whether to run the time step under torch.compile, say why in one line,
+    and compile it if so.  ``requested``: --compile/--no-compile or ESSDSL_COMPILE (None:
+    decide); ``restored``: the choice of the run being resumed (wins over the estimate)."""
+    from ..compile.fast import _marker_path, compile_step, decide_compile, enable_compile_cache, time_eager_step
+    from ..data import expected_seq_len
+
+    if restored is not None:
+        chosen, reason = restored, f"{'compiling the time step' if restored else 'running eagerly'}, as the run was started (--compile/--no-compile to change)"
+    elif requested is not None:
+        chosen, reason = requested, ("compiling the time step: --compile or ESSDSL_COMPILE=1" if requested else "running eagerly: --no-compile or ESSDSL_COMPILE=0")
+    else:
+        rows = len(corpus.train) // cfg.batch_size
+        steps = cfg.epochs * max(1, math.ceil((rows - 2) / expected_seq_len(cfg.bptt)))
+        if cfg.max_steps is not None:
+            steps = min(steps, cfg.max_steps)
+        passes = (5.0 if cfg.order == "second" else 2.0) if cfg.search else 1.0
+        seconds = time_eager_step(model, cfg.batch_size, cfg.bptt, corpus.vocab, dev)
+        variants = 6 if cfg.search else 4
+        decision = decide_compile(seconds, steps, passes, variants, dev.type, cached=False)
+        if not decision.compile and decide_compile(seconds, steps, passes, variants, dev.type, cached=True).compile:
+            marker = _marker_path(key)  # only now: finding torch's cache folder imports inductor (seconds)
+            if marker is not None and marker.exists():
+                decision = decide_compile(seconds, steps, passes, variants, dev.type, cached=True)
+        chosen, reason = decision.compile, decision.reason
+    print(f"essdsl: {reason}", file=sys.stderr)
+    if chosen:
+        enable_compile_cache()
+        compile_step(model, mode=_compile_mode(True, dev), report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
+    return chosen
+
+
+def _mark_compiled(model, key: str) -> None:
+    """After a compiled run: its variants are in torch's cache now (the next policy estimate uses that)."""
+    from ..compile.fast import mark_compiled
+
+    info = getattr(model, "_essdsl_compile_info", None)
+    if info is not None and info.variants:
+        mark_compiled(key)
+
+
 def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_text: Optional[str] = None, compile_mode: Optional[str] = None):
     """The generated model, its manifest and config; with a ``compile_mode`` one time
     step runs under torch.compile (the manifest and weights are the same)."""
@@ -230,10 +353,12 @@ class _Progress:
     """A rich progress bar on stderr: epoch, step, loss, ppl, tokens/s, ETA."""
 
     def __init__(self, total_steps: int, epochs: int, done: int = 0):
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
+        from .output import console
+
+        # Piped or redirected: no live bar (its frames end in \r), one line per epoch.
+        self.console = console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
@@ -243,6 +368,7 @@ class _Progress:
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            disable=not self.console.is_terminal,
         )
         self.task = self.progress.add_task("run", total=total_steps, completed=done, epoch=1, epochs=epochs, loss=0.0, ppl=0.0, tps=0.0)
 
@@ -273,18 +399,52 @@ class _Progress:
             tps=info.tokens_per_s,
         )
 
-    def epoch(self, record: dict, floor: Optional[float]) -> None:
-        line = (
-            f"epoch {record['epoch']}: train ppl {record['train_ppl']:.2f}  valid ppl {record['valid_ppl']:.2f}"
-            + (f"  (floor {floor:.2f})" if floor else "")
-            + f"  {record['elapsed_s']:.0f}s"
-        )
-        if "arch_entropy" in record:
-            line += f"  arch entropy {record['arch_entropy']:.3f}"
-        self.console.print(line)
+    def epoch(self, record: dict, corpus) -> None:
+        self.console.print(_epoch_line(record, corpus), markup=False, highlight=False)
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+
+def _ppl_text(name: str, ppl: float, loss: float) -> str:
+    """``train ppl 12.34``; a perplexity too large for a float (a diverging epoch, e.g.
+    before a rollback) is shown by its loss instead of as ``inf``."""
+    from ..health import format_ppl
+
+    if math.isfinite(ppl):
+        return f"{name} ppl {format_ppl(ppl)}"
+    return f"{name} loss {loss:.2f} nats/token (ppl too large to show)"
+
+
+def _references(corpus) -> str:
+    """The reference points of a perplexity on this corpus: true floor (synthetic), unigram, uniform."""
+    parts = [f"floor {corpus.floor_ppl:.2f}"] if corpus.floor_ppl else []
+    if corpus.unigram_ppl is not None:
+        parts.append(f"unigram {corpus.unigram_ppl:.2f}")
+    parts.append(f"uniform {corpus.vocab:,}")
+    return ", ".join(parts)
+
+
+def _epoch_span(record: dict) -> str:
+    """``epoch 3`` or, for a run that --max-steps ended inside it, ``epoch 1 (0.25 of an epoch)``."""
+    fraction = record.get("epoch_fraction", 1.0)
+    return f"epoch {record['epoch']}" + (f" ({fraction:.2g} of an epoch)" if fraction < 1.0 else "")
+
+
+def _epoch_line(record: dict, corpus) -> str:
+    line = (
+        f"{_epoch_span(record)}: {_ppl_text('train', record['train_ppl'], record['train_loss'])}  "
+        f"{_ppl_text('valid', record['valid_ppl'], record['valid_loss'])}  ({_references(corpus)})  {record['elapsed_s']:.0f}s"
+    )
+    if "arch_entropy" in record:
+        line += f"  arch entropy {record['arch_entropy']:.3f}"
+        ratio = (record.get("health") or {}).get("entropy_ratio")
+        if ratio is not None:
+            line += f" ({100 * ratio:.0f}% of uniform)"
+    warnings = (record.get("health") or {}).get("warnings")
+    if warnings:  # the run ends with what each means and what to try
+        line += f"  health: {', '.join(warnings)}"
+    return line
 
 
 def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Optional[Path], run: Optional[dict],
@@ -381,6 +541,7 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
             "epoch": int(record["epoch"]) if record else 0,
             "seed": int(run["seed"]),
             "weights": retained_weights(choices),
+            **_health_provenance(record),
         }
         if record and math.isfinite(record["valid_ppl"]):
             provenance["valid_ppl"] = round(float(record["valid_ppl"]), 3)
@@ -392,21 +553,53 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
     return path, text
 
 
-def _finish_message(corpus, record: Optional[dict], console_print) -> None:
+def _health_provenance(record: Optional[dict]) -> dict:
+    """The genotype's record of how healthy the search that derived it was: ``health``
+    ("ok" or the warning codes of essdsl.health) and the measures behind it."""
+    health = (record or {}).get("health")
+    if not health:
+        return {}
+    out = {"health": health["warnings"] or "ok"}
+    for key in ("change", "entropy_ratio", "kept_over_uniform", "margin"):
+        if health.get(key) is not None:
+            out[f"arch_{key}"] = health[key]
+    return out
+
+
+def _finish_message(corpus, record: Optional[dict], out, what: str = "model") -> None:
+    """The last epoch's valid perplexity next to the corpus's reference points, and
+    whether it beats the unigram model."""
     if record is None:
         return
-    from rich.table import Table
+    from .output import print_table
 
-    table = Table(title="validation perplexity")
-    table.add_column("model (last epoch)", justify="right")
-    table.add_column("unigram", justify="right")
+    fraction = record.get("epoch_fraction", 1.0)
+    span = "last epoch" if fraction >= 1.0 else (f"after {fraction:.2g} of an epoch" if record["epoch"] == 1 else f"epoch {record['epoch']}, {fraction:.2g} of it")
+    columns = [f"{what} ({span})", "unigram", "uniform (vocab)"]
+    from ..health import format_ppl
+
+    valid = format_ppl(record["valid_ppl"], record.get("valid_loss"))
+    row = [valid, f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
-        table.add_column("true floor exp(H)", justify="right")
-    row = [f"{record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}"]
-    if corpus.floor_ppl is not None:
+        columns.append("true floor exp(H)")
         row.append(f"{corpus.floor_ppl:.2f}")
-    table.add_row(*row)
-    console_print(table)
+    print_table(out, "validation perplexity", columns, [row], right=set(columns))
+    verdict = "beats" if record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
+    out.print(f"the {what} {verdict} the unigram model (valid ppl {valid} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
+
+
+def _report_health(record: Optional[dict], out) -> None:
+    """The search-health measures of the last epoch and a warning for each problem found."""
+    from ..health import health_messages, health_summary
+
+    health = (record or {}).get("health")
+    if not health:
+        return
+    out.print(f"search health: {health_summary(health)}", markup=False, highlight=False)
+    for message in health_messages(health, record["valid_ppl"]):
+        out.print(f"essdsl: warning: {message}", markup=False, highlight=False)
+    if not health["warnings"]:
+        out.print("search health: ok (the architecture weights moved away from uniform and the supernet beats the unigram model)", markup=False, highlight=False)
 
 
 def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None:
@@ -414,7 +607,7 @@ def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None
 
     def on_epoch(record):
         write_metrics(trainer.run_dir, trainer.history)
-        progress.epoch(record, corpus.floor_ppl)
+        progress.epoch(record, corpus)
         for note in trainer.notes:
             progress.message(f"[yellow]note:[/] {note}")
         trainer.notes.clear()
@@ -469,7 +662,7 @@ def search(
     dropoutx: Optional[float] = typer.Option(None, "--dropoutx", help="dropout on inputs entering the cell (default 0.75 / 0.1)"),
     dropouti: Optional[float] = typer.Option(None, "--dropouti", help="dropout on the embedded inputs (default 0.2 / 0.05)"),
     dropoute: Optional[float] = typer.Option(None, "--dropoute", help="embedding-row dropout (default 0)"),
-    compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", envvar="ESSDSL_COMPILE", show_default="decided per run", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs). Default: compile only where the run is long enough to repay the compile (the choice and why are printed); env ESSDSL_COMPILE=1/0 forces it"),
     final_epochs: Optional[int] = typer.Option(None, "--final-epochs", envvar="ESSDSL_FINAL_EPOCHS", help="then train the derived genotype from scratch for N epochs in RUN_DIR/final and report its valid ppl (default 3 on the synthetic corpus, 0 with --data: use 'essdsl train')"),
 ) -> None:
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
@@ -487,9 +680,19 @@ def search(
             asked = {"ninp": _pick(ninp, sizes.get("ninp")), "nhid": _pick(nhid, sizes.get("nhid"))}
             _check_same_run(run, space, asked, "space")
         _check_same_run(run, space, sizes, "space")
+        synthetic_tokens_given = synthetic_tokens
         cfg, data_dir, dropouts, synthetic_tokens = _run_settings(run)
         if data is not None and (data_dir is None or Path(data).resolve() != Path(data_dir).resolve()):
             fail(f"refusing to resume: --data {data} is not the data this run used ({data_dir or 'the synthetic corpus'})")
+        typed = _typed_options("search")
+        _refuse_changed_settings(typed, dict(
+            seed=seed, epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt,
+            lr=lr, wd=wd, clip=clip, arch_lr=arch_lr, arch_wd=arch_wd, order=order, dropout=dropout, dropouth=dropouth,
+            dropoutx=dropoutx, dropouti=dropouti, dropoute=dropoute, synthetic_tokens=synthetic_tokens_given,
+        ), _recorded_settings(run, cfg, dropouts, synthetic_tokens))  # fmt: skip
+        threads, device, final_epochs = _restore_options(run, typed, threads=threads, device=device, final_epochs=final_epochs)
+        dev = _device(device)
+        restored_compile = None if "compile_" in typed else (run.get("options") or {}).get("compile")
     else:
         synthetic = data is None
         base = SYNTHETIC_SEARCH if synthetic else DARTS_SEARCH
@@ -521,48 +724,63 @@ def search(
         }
         data_dir = str(Path(data).resolve()) if data is not None else None
 
+    if resume is None:
+        restored_compile = None
+    final_epochs = _pick(final_epochs, 3 if data_dir is None else 0)
+    if final_epochs < 0:
+        fail(f"--final-epochs must be 0 or more, got {final_epochs}")
     graph = _load_graph_text(space["text"], space["path"], sizes)
     space_name = graph.name
     _set_threads(threads, max(sizes.values()))
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
     from ..derive import arch_summary
 
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"])
     if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
         fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
+    # The weights the search starts from (the seed fixes them, so a resumed run gets the same).
+    arch_start = {n: p.detach().clone() for n, p in _arch_tensors(model, model_manifest).items()}
+    compile_key = _compile_key(space["sha256"], model_cfg, cfg, dev)
+    compiled = _apply_compile_policy(model, compile_, restored_compile, dev, cfg, corpus, compile_key)
+    options = {"compile": compiled, "compile_requested": compile_, "final_epochs": final_epochs, "threads": threads, "device": str(dev)}
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]}
     run_dir, run = _open_run(
         "search", SEARCH_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
-        model_cfg, data_dir, synthetic_tokens, corpus, dev, extra={"model_manifest": model_manifest},
+        model_cfg, data_dir, synthetic_tokens, corpus, dev, extra={"model_manifest": model_manifest, "options": options},
     )  # fmt: skip
     trainer, progress = _start_trainer(
         "search", SEARCH_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
         model_cfg, data_dir, synthetic_tokens,
         describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)),
     )  # fmt: skip
+    trainer.assess_epoch = _health_check(model, model_manifest, arch_start, corpus)
     progress.message(
         f"searching {space['path']} ({space_name}) on {corpus.describe()}; {sum(p.numel() for n, p in model.named_parameters() if not n.startswith('arch.')):,} weights, "
         f"{cfg.order}-order, run folder {run_dir}"
     )
     started = time.time()
-    _run_trainer(trainer, progress, f"essdsl search {space_or_artifact} --resume {run_dir}", corpus)
+    _run_trainer(trainer, progress, f"essdsl search {_quote(space_or_artifact)} --resume {_quote(run_dir)}", corpus)
+    _mark_compiled(model, compile_key)
     record = trainer.history[-1] if trainer.history else None
     path, text = _write_genotype(run_dir, run, _arch_tensors(model, model_manifest), record)
     progress.message(f"genotype written to {path} ({time.time() - started:.0f}s)")
-    _finish_message(corpus, record, progress.console.print)
+    _finish_message(corpus, record, progress.console, what="supernet")
+    _report_health(record, progress.console)
     typer.echo(text)
-    final_epochs = _pick(final_epochs, 3 if data_dir is None else 0)
-    if final_epochs < 0:
-        fail(f"--final-epochs must be 0 or more, got {final_epochs}")
     if final_epochs and record is not None:
-        _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, compile_, eval_batch_size)
+        requested = (run.get("options") or {}).get("compile_requested", compile_) if "compile_" not in _typed_options("search") else compile_
+        _RESUME_HINT["train"] = f"essdsl search {_quote(space_or_artifact)} --resume {_quote(run_dir)}"  # continues the final training too
+        try:
+            _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, requested, eval_batch_size)
+        finally:
+            _RESUME_HINT.pop("train", None)
         final = _read_metrics(run_dir / "final")
         if final:
-            _final_summary(corpus, record, final[-1], final_epochs, progress.console.print)
+            _final_summary(corpus, record, final[-1], final_epochs, progress.console)
 
 
 def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict, epochs: int, device: str,
-                   threads: Optional[int], compile_: bool, eval_batch_size: int) -> None:  # fmt: skip
+                   threads: Optional[int], compile_: Optional[bool], eval_batch_size: int) -> None:  # fmt: skip
     """Train the derived genotype from scratch with the search's data and sizes (resumes an interrupted one)."""
     resuming = (final_dir / TRAIN_CHECKPOINT).exists()
     if resuming and _read_metrics(final_dir) and len(_read_metrics(final_dir)) >= epochs:
@@ -575,20 +793,31 @@ def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict,
     )  # fmt: skip
 
 
-def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int, console_print) -> None:
-    from rich.table import Table
+def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int, out) -> None:
+    from .output import print_table
 
-    table = Table(title="validation perplexity: search result")
-    for column in ("supernet (search)", f"derived genotype ({epochs} epochs from scratch)", "unigram"):
-        table.add_column(column, justify="right")
-    row = [f"{search_record['valid_ppl']:.2f}", f"{final_record['valid_ppl']:.2f}", f"{corpus.unigram_ppl:.2f}"]
+    columns = ["supernet (search)", f"derived genotype ({epochs} epoch{'s' if epochs != 1 else ''} from scratch)", "unigram", "uniform (vocab)"]
+    from ..health import format_ppl
+
+    row = [format_ppl(search_record["valid_ppl"]), format_ppl(final_record["valid_ppl"]), f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
-        table.add_column("true floor exp(H)", justify="right")
+        columns.append("true floor exp(H)")
         row.append(f"{corpus.floor_ppl:.2f}")
-    table.add_row(*row)
-    console_print(table)
+    print_table(out, "validation perplexity of the search result", columns, [row], right=set(columns))
     verdict = "beats" if final_record["valid_ppl"] < corpus.unigram_ppl else "does NOT beat"
-    console_print(f"the derived genotype {verdict} the unigram model ({final_record['valid_ppl']:.2f} vs {corpus.unigram_ppl:.2f})")
+    out.print(f"the derived genotype {verdict} the unigram model ({format_ppl(final_record['valid_ppl'])} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
+
+
+def _health_check(model, manifest: dict, arch_start: dict, corpus):
+    """The trainer's per-epoch assessment of a search: :func:`essdsl.health.search_health`
+    of the current architecture weights against the start and the unigram model."""
+    from ..health import search_health
+
+    def assess(record: dict) -> dict:
+        arch = _arch_tensors(model, manifest)
+        return {"health": search_health(manifest, arch, arch_start, record["valid_ppl"], corpus.unigram_ppl)}
+
+    return assess
 
 
 # ----------------------------------------------------------------- derive
@@ -636,7 +865,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<genotype-name>-<timestamp>)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the training run in this folder"),
     asgd: bool = typer.Option(False, "--asgd", help="switch to averaged SGD when the validation loss stalls (DARTS final training)"),
-    compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", envvar="ESSDSL_COMPILE", show_default="decided per run", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs). Default: compile only where the run is long enough to repay the compile (the choice and why are printed); env ESSDSL_COMPILE=1/0 forces it"),
 ) -> None:
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt)
@@ -649,7 +878,18 @@ def train(
         sizes = dict(run["sizes"])
         asked = {"ninp": _pick(ninp, sizes["ninp"]), "nhid": _pick(nhid, sizes["nhid"])}
         _check_same_run(run, space, asked, "genotype")
+        synthetic_tokens_given = synthetic_tokens
         cfg, data_dir, dropouts, synthetic_tokens = _run_settings(run)
+        if data is not None and (data_dir is None or Path(data).resolve() != Path(data_dir).resolve()):
+            fail(f"refusing to resume: --data {data} is not the data this run used ({data_dir or 'the synthetic corpus'})")
+        typed = _typed_options("train")
+        _refuse_changed_settings(typed, dict(
+            seed=seed, epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt,
+            lr=lr, wd=wd, clip=clip, asgd=asgd, synthetic_tokens=synthetic_tokens_given,
+        ), _recorded_settings(run, cfg, dropouts, synthetic_tokens))  # fmt: skip
+        threads, device = _restore_options(run, typed, threads=threads, device=device)
+        dev = _device(device)
+        restored_compile = None if "compile_" in typed else (run.get("options") or {}).get("compile")
     else:
         from ..search import RunConfig
 
@@ -676,21 +916,25 @@ def train(
     if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
+    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"])
+    compile_key = _compile_key(space["sha256"], model_cfg, cfg, dev)
+    compiled = _apply_compile_policy(model, compile_, restored_compile if resume is not None else None, dev, cfg, corpus, compile_key)
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]}
     run_dir, run = _open_run(
         "train", TRAIN_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
         model_cfg, data_dir, synthetic_tokens, corpus, dev,
+        extra={"options": {"compile": compiled, "compile_requested": compile_, "threads": threads, "device": str(dev)}},
     )  # fmt: skip
     trainer, progress = _start_trainer(
         "train", TRAIN_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
         model_cfg, data_dir, synthetic_tokens,
     )  # fmt: skip
     progress.message(f"training {space['path']} on {corpus.describe()}; {sum(p.numel() for p in model.parameters()):,} weights; run folder {run_dir}")
-    _run_trainer(trainer, progress, f"essdsl train {genotype} --resume {run_dir}", corpus)
+    _run_trainer(trainer, progress, _RESUME_HINT.get("train") or f"essdsl train {_quote(genotype)} --resume {_quote(run_dir)}", corpus)
+    _mark_compiled(model, compile_key)
     record = trainer.history[-1] if trainer.history else None
     progress.message(f"model written to {run_dir / TRAIN_CHECKPOINT}")
-    _finish_message(corpus, record, progress.console.print)
+    _finish_message(corpus, record, progress.console)
 
 
 # ----------------------------------------------------------------- eval
@@ -769,38 +1013,79 @@ def _read_metrics(run_dir: Path) -> list[dict]:
 @app.command()
 def compare(
     run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="search (or train) run folders"),
+    as_json: bool = typer.Option(False, "--json", help="print the table and the genotype diffs as one JSON object"),
 ) -> None:
-    """Table of runs (space, valid ppl, params, time) and the semantic diff of their genotypes."""
-    from rich.console import Console
-    from rich.table import Table
+    """Table of runs (space, supernet and from-scratch valid ppl, params, time) and the
+    semantic diff of their genotypes; exit status 1 when the genotypes differ (as diff)."""
+    from .output import console, print_table
 
-    console = Console()
-    rows, genotypes = [], []
+    runs, genotypes = [], []
     for run_dir in run_dirs:
         run = _read_run_manifest(run_dir)
-        metrics = _read_metrics(run_dir)
-        last = metrics[-1] if metrics else {}
-        genotype_path = run_dir / "genotype.space" if run.get("kind") == "search" else Path(run["space"]["path"])
-        params = _param_count(run, genotype_path)
-        rows.append(
-            (
-                str(run_dir),
-                run["space"]["name"],
-                run.get("kind", "?"),
-                f"{last['valid_ppl']:.2f}" if "valid_ppl" in last else "-",
-                f"{params:,}" if params is not None else "-",
-                f"{last['elapsed_s']:.0f}s" if "elapsed_s" in last else "-",
-            )
-        )
-        genotypes.append((str(run_dir), genotype_path, run["sizes"]))
-    table = Table(title="runs")
-    for col in ("run", "space", "kind", "valid ppl", "params", "time"):
-        table.add_column(col, justify="right" if col in ("valid ppl", "params", "time") else "left")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+        row = _compare_row(run_dir, run)
+        runs.append(row)
+        genotypes.append((str(run_dir), Path(row["genotype"]), run["sizes"]))
+    diffs, notes = _genotype_diffs(genotypes)
+    differ = any(d["edits"] for d in diffs)
+    if as_json:
+        typer.echo(json.dumps({"runs": runs, "diffs": diffs, "notes": notes, "genotypes_differ": differ}, indent=2))
+        raise typer.Exit(1 if differ else 0)
+    out = console()
+
+    from ..health import format_ppl
+
+    def ppl(value):
+        return format_ppl(value) if value is not None else "-"
+
+    columns = ["run", "space", "kind", "supernet valid ppl", "from-scratch valid ppl", "params", "time"]
+    rows = [
+        [
+            r["run"], r["space"], r["kind"], ppl(r["supernet_valid_ppl"]),
+            ppl(r["from_scratch_valid_ppl"]) + (f" ({r['from_scratch_epochs']} ep)" if r["from_scratch_epochs"] else ""),
+            f"{r['params']:,}" if r["params"] is not None else "-", f"{r['time_s']:.0f}s" if r["time_s"] is not None else "-",
+        ]
+        for r in runs
+    ]  # fmt: skip
+    print_table(out, "runs", columns, rows, right=set(columns[3:]))
+    out.print(
+        "supernet valid ppl: the search's weight-sharing supernet at its last epoch; from-scratch valid ppl: the derived "
+        "genotype trained alone (a search's final/ run, or a train run), the number that ranks architectures",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
+    for d in diffs:
+        out.print(f"{d['from']} -> {d['to']}: " + ("same genotype" if not d["edits"] else f"{len(d['edits'])} difference(s)"), markup=False, highlight=False)
+        for line in d["edits"]:
+            out.print(line, markup=False, highlight=False)
+    if differ:
+        raise typer.Exit(1)
+
+
+def _compare_row(run_dir: Path, run: dict) -> dict:
+    """One run for compare: which perplexity is which, parameters, time."""
+    metrics = _read_metrics(run_dir)
+    last = metrics[-1] if metrics else {}
+    search = run.get("kind") == "search"
+    genotype_path = run_dir / "genotype.space" if search else Path(run["space"]["path"])
+    scratch = (_read_metrics(run_dir / "final") or [{}])[-1] if search else last
+    return {
+        "run": str(run_dir),
+        "space": run["space"]["name"],
+        "kind": run.get("kind", "?"),
+        "supernet_valid_ppl": last.get("valid_ppl") if search else None,
+        "from_scratch_valid_ppl": scratch.get("valid_ppl"),
+        "from_scratch_epochs": scratch.get("epoch"),
+        "params": _param_count(run, genotype_path),
+        "time_s": last.get("elapsed_s"),
+        "genotype": str(genotype_path),
+    }
+
+
+def _genotype_diffs(genotypes: list) -> tuple[list[dict], list[str]]:
+    """Semantic diffs of every genotype against the first one, and notes on missing ones."""
     if len(genotypes) < 2:
-        return
+        return [], []
     try:
         from ..diff import diff_graphs, render_edits
     except ImportError:
@@ -810,19 +1095,19 @@ def compare(
 
     base_name, base_path, base_sizes = genotypes[0]
     if not base_path.exists():
-        console.print(f"{base_name}: no genotype yet (run 'essdsl derive {base_name}')")
-        return
+        return [], [f"{base_name}: no genotype yet (run 'essdsl derive {base_name}')"]
+    diffs, notes = [], []
     try:
         base_graph = load_graph(base_path, base_sizes)
         for name, path, sizes in genotypes[1:]:
             if not path.exists():
-                console.print(f"{name}: no genotype yet")
+                notes.append(f"{name}: no genotype yet")
                 continue
-            graph = load_graph(path, sizes)
-            console.print(f"[bold]{base_name} → {name}[/]")
-            console.print(render_edits(diff_graphs(base_graph, graph)), markup=False, highlight=False)
+            edits = render_edits(diff_graphs(base_graph, load_graph(path, sizes)))
+            diffs.append({"from": base_name, "to": name, "edits": edits.splitlines() if edits else []})
     except SpaceError as exc:
         fail_space(exc)
+    return diffs, notes
 
 
 def _param_count(run: dict, genotype_path: Path) -> Optional[int]:

@@ -211,3 +211,107 @@ class SavedActivations:
     def __exit__(self, *exc):
         self._hooks.__exit__(*exc)
         return False
+
+
+# ----------------------------------------------------------------- when to compile
+# What torch.compile costs and saves, measured on this project's 2-core CPU VM
+# (README, Performance): a cold compile of one variant of the time step takes
+# 13-37 s (the demo search compiles 5 variants and the loss, a training run 3-4);
+# loaded from torch's on-disk cache a variant takes a few seconds; a compiled step
+# of a small cell runs in about half the eager time (the demo: 65 s cached vs 130 s
+# eager), of a large one (nhid 300, B=64) in 80%.  The policy assumes the smaller
+# saving, so it compiles only where the run is long enough for that to repay the
+# compile.
+COLD_SECONDS_PER_VARIANT = {"cpu": 18.0, "cuda": 25.0}
+WARM_SECONDS_PER_VARIANT = 3.0
+SAVED_FRACTION = {"cpu": 0.3, "cuda": 0.5}
+
+
+@dataclass
+class CompileDecision:
+    compile: bool
+    reason: str  # one line: why
+
+
+def _marker_path(key: str):
+    """A file in torch's inductor cache folder that records that a run of ``key``
+    (the model's code and shapes) compiled there, i.e. that its variants are cached."""
+    import hashlib
+    from pathlib import Path
+
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # pragma: no cover - a torch without inductor
+        return None
+    return Path(cache_dir()) / "essdsl" / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def mark_compiled(key: str) -> None:
+    """Remember that ``key`` has compiled into torch's cache (see :func:`decide_compile`)."""
+    path = _marker_path(key)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:  # a read-only cache: the next run just estimates a cold compile
+        pass
+
+
+def time_eager_step(model, batch_size: int, bptt: int, vocab: int, device) -> float:
+    """Seconds of one eager forward+backward of ``model`` on random tokens, leaving the
+    model (BatchNorm statistics, gradients) and torch's random state as they were."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        tokens = torch.randint(0, vocab, (bptt, batch_size), device=device)
+        model.train()
+
+        def one_step() -> float:
+            hidden = model.init_hidden(batch_size)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            logits, _ = model(tokens, hidden)
+            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens.reshape(-1)).backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - start
+
+        seconds = one_step()
+        if seconds < 2.0:  # the first call pays one-time costs (allocations, lazy init); a second is cheap here
+            seconds = one_step()
+    for p in model.parameters():
+        p.grad = None
+    model.load_state_dict(state)
+    model.train(was_training)
+    return seconds
+
+
+def decide_compile(step_seconds: float, steps: int, passes_per_step: float, variants: int, device_type: str, cached: bool) -> CompileDecision:
+    """Whether compiling the time step pays off for a run of ``steps`` steps of
+    ``passes_per_step`` forward+backward passes of ``step_seconds`` each (eager):
+    the expected saving against the expected compile time of ``variants`` variants,
+    cold or (``cached``) loaded from torch's cache."""
+    kind = "cuda" if device_type == "cuda" else "cpu"
+    eager = step_seconds * passes_per_step * steps
+    saving = SAVED_FRACTION[kind] * eager
+    per_variant = WARM_SECONDS_PER_VARIANT if cached else COLD_SECONDS_PER_VARIANT[kind]
+    cost = per_variant * variants
+    where = "found in torch's cache" if cached else "not in torch's cache yet"
+    facts = (f"{steps:,} steps at {step_seconds * passes_per_step:.3f} s eager ≈ {eager:.0f} s; compiling would save ≈ {saving:.0f} s "
+             f"and cost ≈ {cost:.0f} s ({variants} variants, {where})")  # fmt: skip
+    if saving > cost:
+        return CompileDecision(True, f"compiling the time step with torch.compile: {facts}; --no-compile to skip")
+    return CompileDecision(False, f"running eagerly (no torch.compile): {facts}; --compile to force it")
+
+
+def enable_compile_cache() -> None:
+    """Keep inductor's on-disk FX graph cache on (torch's default) so every variant
+    compiled once is loaded, not compiled, by later runs."""
+    try:
+        import torch._inductor.config as inductor_config
+    except ImportError:  # pragma: no cover
+        return
+    inductor_config.fx_graph_cache = True
