@@ -77,12 +77,14 @@ class DartsStrategy(_Strict):
     kind: Literal["darts"]
     order: Literal["first", "second"] = "first"
     label: Optional[str] = None
+    spaces: Optional[list[str]] = None  # labels of the spaces it runs on (default: all)
 
 
 class RandomStrategy(_Strict):
     kind: Literal["random"]
     samples: int = Field(ge=1)
     label: Optional[str] = None
+    spaces: Optional[list[str]] = None
 
 
 class FixedStrategy(_Strict):
@@ -218,6 +220,10 @@ def load_study(path: Union[str, Path], out: Optional[Path] = None) -> Study:
     labels = [study.space_label(e) for e in spec.space]
     if len(set(labels)) != len(labels):
         raise StudyError(f"{path}: two spaces have the same label; give them distinct 'label's")
+    for s in spec.strategy:
+        unknown = [name for name in (getattr(s, "spaces", None) or []) if name not in labels]
+        if unknown:
+            raise StudyError(f"{path}: strategy {study.strategy_label(s)} names unknown space(s) {', '.join(unknown)} (labels: {', '.join(labels)})")
     slabels = [study.strategy_label(s) for s in spec.strategy]
     if len(set(slabels)) != len(slabels):
         raise StudyError(f"{path}: two strategies have the same label; give them distinct 'label's")
@@ -230,9 +236,11 @@ class Step:
     """One process of a job: a search, a training or a test evaluation."""
 
     kind: Literal["search", "train", "eval"]
-    folder: Path  # the run folder it writes (eval: the run it evaluates)
-    fresh: list[str]  # arguments of a new run
+    folder: Optional[Path]  # the run folder it writes (eval: the run it evaluates)
+    fresh: list[str]  # arguments of a new run (eval: built when it runs)
     resume: list[str] = field(default_factory=list)  # arguments that continue it
+    # eval of a random unit: the sample with the lowest validation perplexity, chosen when it runs
+    candidates: list[Path] = field(default_factory=list)
 
     @property
     def marker(self) -> Path:
@@ -265,14 +273,15 @@ def _common_args(study: Study) -> list[str]:
     return args
 
 
-def _train_steps(study: Study, genotype: Path, folder: Path, seed: int) -> list[Step]:
+def _train_step(study: Study, genotype: Path, folder: Path, seed: int) -> Step:
     budget = ["--max-steps", str(study.spec.budget.train_steps), "--epochs", str(UNBOUNDED_EPOCHS)]
     threads = ["--threads", str(study.spec.model.threads), "--device", study.spec.model.device]
-    return [
-        Step("train", folder, ["train", str(genotype), "--seed", str(seed), "--out", str(folder), *budget, *_common_args(study)],
-             ["train", str(genotype), "--resume", str(folder), *threads]),  # fmt: skip
-        Step("eval", folder, ["eval", str(folder / "model.pt"), "--split", "test", "--device", study.spec.model.device]),
-    ]
+    return Step("train", folder, ["train", str(genotype), "--seed", str(seed), "--out", str(folder), *budget, *_common_args(study)],
+                ["train", str(genotype), "--resume", str(folder), *threads])  # fmt: skip
+
+
+def _train_steps(study: Study, genotype: Path, folder: Path, seed: int) -> list[Step]:
+    return [_train_step(study, genotype, folder, seed), Step("eval", folder, [])]
 
 
 def _sample_genotypes(study: Study, space_path: Path, folder: Path, k: int, seed: int) -> list[Path]:
@@ -308,6 +317,8 @@ def plan(study: Study) -> tuple[list[Unit], list[list[Step]]]:
                 jobs.append(_train_steps(study, genotype, folder / "final", seed))
                 continue
             for entry in spec.space:
+                if strategy.spaces is not None and study.space_label(entry) not in strategy.spaces:
+                    continue
                 space_path = study.resolve(entry.path)
                 folder = study.out / study.space_label(entry) / slabel / f"seed{seed}"
                 if strategy.kind == "darts":
@@ -321,7 +332,8 @@ def plan(study: Study) -> tuple[list[Unit], list[list[Step]]]:
                     genotypes = _sample_genotypes(study, space_path, folder, strategy.samples, seed)
                     finals = [folder / f"sample{i:03d}" for i in range(len(genotypes))]
                     units.append(Unit(study.space_label(entry), slabel, "random", seed, folder, finals))
-                    jobs.extend(_train_steps(study, g, f, seed) for g, f in zip(genotypes, finals))
+                    # one job: the samples one after the other, then the test of the chosen one only
+                    jobs.append([*(_train_step(study, g, f, seed) for g, f in zip(genotypes, finals)), Step("eval", None, [], candidates=finals)])
     return units, jobs
 
 
@@ -370,12 +382,17 @@ class Runner:
             self.counts[key] += 1
 
     def _run_step(self, step: Step) -> bool:
+        if step.candidates:
+            step.folder = best_candidate(step.candidates)
+            if step.folder is None:
+                self.failures.append(f"eval: no sample of {step.candidates[0].parent} finished with a finite validation perplexity")
+                return False
         if step.marker.exists():
             self.log.write("skip", step)
             self._count("skipped")
             return True
         if step.kind == "eval":
-            args = step.fresh
+            args = ["eval", str(step.folder / "model.pt"), "--split", "test", "--device", self.study.spec.model.device]
         elif (step.folder / ("checkpoint.pt" if step.kind == "search" else "model.pt")).exists():
             args = step.resume
         else:
@@ -434,9 +451,29 @@ class Runner:
                 raise
 
 
+SETTINGS = "study-settings.json"
+
+
+def _settings(study: Study) -> dict:
+    """What every run of the study shares; runs made under other settings cannot be mixed in."""
+    spec = study.spec
+    return {"task": spec.task, "data": str(study.data) if study.data else None,
+            "budget": spec.budget.model_dump(), "model": spec.model.model_dump(exclude={"threads", "device", "compile"})}  # fmt: skip
+
+
 def run_study(study: Study, jobs: int = 1, echo=None) -> Runner:
+    """Run (or continue) every step of the study; seeds, spaces and strategies may be added between runs."""
+    from .search import atomic_write_text
+
+    settings = _settings(study)
+    recorded = _read_json(study.out / SETTINGS)
+    if recorded is not None and recorded != settings:
+        changed = ", ".join(k for k in settings if recorded.get(k) != settings[k])
+        raise StudyError(f"{study.out} holds runs made with other settings ({changed} changed in {study.path}); "
+                         f"choose another --out, or delete the folder to start again")  # fmt: skip
     _units, steps = plan(study)
     study.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(study.out / SETTINGS, json.dumps(settings, indent=2, sort_keys=True) + "\n")
     shutil.copyfile(study.path, study.out / "study.toml")
     runner = Runner(study, jobs, echo)
     runner.run(steps)
@@ -517,27 +554,34 @@ class Result:
     complete: bool
 
 
+def _final_valid(folder: Path) -> Optional[float]:
+    """Validation perplexity at the end of a finished training run (None if unfinished or not finite)."""
+    rows = _metrics(folder)
+    if not (folder / DONE).exists() or not rows or not math.isfinite(rows[-1]["valid_ppl"]):
+        return None
+    return float(rows[-1]["valid_ppl"])
+
+
+def best_candidate(folders: list[Path]) -> Optional[Path]:
+    """The finished training run with the lowest final validation perplexity (ties: the first)."""
+    scored = [(v, i) for i, v in enumerate(map(_final_valid, folders)) if v is not None]
+    return folders[min(scored)[1]] if scored else None
+
+
 def unit_result(unit: Unit) -> Result:
     """The reported model of a unit: its one final, or the random sample with the lowest validation perplexity."""
-    candidates = []
-    for folder in unit.finals:
-        rows = _metrics(folder)
-        done = (folder / DONE).exists() and (folder / TEST).exists()
-        valid = rows[-1]["valid_ppl"] if rows else None
-        candidates.append((folder, valid, done))
-    complete = all(done for _, _, done in candidates)
-    finished = [(f, v) for f, v, done in candidates if done and v is not None and math.isfinite(v)]
     search_s = _elapsed(unit.search) if unit.search is not None else 0.0
     wall_s = _process_seconds(unit.search) + sum(_process_seconds(f) for f in unit.finals)
-    if not finished:
+    best = best_candidate(unit.finals)
+    if best is None:
         return Result(unit.space, unit.strategy, unit.seed, None, None, None, search_s, 0.0, wall_s, None, unit.folder, False)
-    best, valid = min(finished, key=lambda fv: fv[1])
     if unit.kind == "random":  # choosing cost the other samples' trainings
-        search_s = sum(_elapsed(f) for f, _, _ in candidates if f != best)
+        search_s = sum(_elapsed(f) for f in unit.finals if f != best)
     test = (_read_json(best / TEST) or {}).get("ppl")
+    complete = test is not None and all((f / DONE).exists() for f in unit.finals)
     genotype = _genotype_of(best)
     params = _params(genotype, best) if genotype is not None else None
-    return Result(unit.space, unit.strategy, unit.seed, test, valid, params, search_s, _elapsed(best), wall_s, genotype, best, complete)
+    return Result(unit.space, unit.strategy, unit.seed, test, _final_valid(best), params, search_s, _elapsed(best), wall_s, genotype, best, complete)
 
 
 def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
