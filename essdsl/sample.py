@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .derive import KeptEdge, NodeChoice, genotype_text
+from .derive import DeriveError, KeptEdge, NodeChoice, genotype_text
 from .graph import CellGraph, MixedSpec
 from .stats import ZERO, architecture_count, elementary_symmetric, node_architectures, nonzero_op_counts
 
@@ -97,7 +97,10 @@ def sample_ranks(count: int, n: int, seed: int) -> list[int]:
 
 
 def genotype_of_rank(graph: CellGraph, rank: int, provenance: dict, name: str) -> str:
-    return genotype_text(graph.space, architecture_choices(graph, rank), provenance, name)
+    try:
+        return genotype_text(graph.space, architecture_choices(graph, rank), provenance, name)
+    except DeriveError as exc:  # e.g. a node only a dropped candidate read, before derive prunes such nodes
+        raise SampleError(f"architecture {rank} of '{graph.name}' is not a valid genotype: {exc}") from None
 
 
 def _check_sampleable(graph: CellGraph) -> int:

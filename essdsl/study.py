@@ -50,6 +50,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .sample import SampleError
+
 TASKS = ("lm",)
 DONE = "study-done.json"
 TEST = "test.json"
@@ -293,7 +295,12 @@ def _sample_genotypes(study: Study, space_path: Path, folder: Path, k: int, seed
     data = space_path.read_bytes()
     import hashlib
 
-    graph = load_graph_text(data.decode("utf-8"), str(space_path))
+    from .errors import SpaceError
+
+    try:
+        graph = load_graph_text(data.decode("utf-8"), str(space_path))
+    except SpaceError as exc:
+        raise SampleError(exc.render()) from None
     paths = []
     for sample in draw(graph, str(space_path), hashlib.sha256(data).hexdigest(), k, seed):
         path = folder / "samples" / sample_file_name(graph.name, sample, seed)
@@ -329,7 +336,10 @@ def plan(study: Study) -> tuple[list[Unit], list[list[Step]]]:
                     resume = ["search", str(space_path), "--resume", str(search), "--threads", str(spec.model.threads), "--device", spec.model.device]
                     jobs.append([Step("search", search, search_args, resume), *_train_steps(study, search / "genotype.space", folder / "final", seed)])
                 else:
-                    genotypes = _sample_genotypes(study, space_path, folder, strategy.samples, seed)
+                    try:
+                        genotypes = _sample_genotypes(study, space_path, folder, strategy.samples, seed)
+                    except SampleError as exc:
+                        raise StudyError(f"{study.path}: cannot sample {entry.path}: {exc}") from None
                     finals = [folder / f"sample{i:03d}" for i in range(len(genotypes))]
                     units.append(Unit(study.space_label(entry), slabel, "random", seed, folder, finals))
                     # one job: the samples one after the other, then the test of the chosen one only
