@@ -187,3 +187,15 @@ def test_study_with_every_strategy_interrupted_and_resumed(tmp_path):
     # the random unit reports the sample with the lowest validation perplexity
     valids = [json.loads((out / "DARTS" / "random-3" / "seed0" / f"sample{i:03d}" / "metrics.jsonl").read_text().splitlines()[-1])["valid_ppl"] for i in range(3)]
     assert f"sample{valids.index(min(valids)):03d}" in random_row
+
+
+@pytest.mark.parametrize("name", ["spaces.toml", "spaces_ptb.toml"])
+def test_shipped_studies_load_with_equal_budgets(name, tmp_path):
+    if name == "spaces_ptb.toml" and not (ROOT.parent / "shared" / "data" / "ptb").is_dir():
+        pytest.skip("../shared/data/ptb is not present beside this checkout")
+    study = load_study(ROOT / "studies" / name, tmp_path)
+    units, jobs = plan(study)
+    kinds = {u.kind for u in units}
+    assert kinds == {"darts", "random", "fixed"}
+    assert {u.space for u in units} >= {"DARTS", "I-DARTS", "ESS", "LSTM"}
+    assert len({u.seed for u in units}) >= 2
