@@ -698,7 +698,8 @@ def plot_png(groups: list[dict], title: str) -> bytes:
             ax.bar(x, g["test_mean"], width=0.6, color="#cfd8e3", edgecolor="#5a6b7d")
         for i, (seed, v) in enumerate(values):
             ax.plot(x + (i - (len(values) - 1) / 2) * 0.12, v, "o", color="#1f4e79")
-    ax.set_xticks(range(len(groups)), [f"{g['space']}\n{g['strategy']}" for g in groups], fontsize=7)
+    names = [g["space"] if g["space"] == g["strategy"] else f"{g['space']}\n{g['strategy']}" for g in groups]
+    ax.set_xticks(range(len(groups)), names, fontsize=7)
     ax.set_ylabel("test perplexity (lower is better)")
     tops = [g["test_mean"] for g in groups if g["test_mean"] is not None]
     if tops:
