@@ -552,6 +552,7 @@ def _params(genotype: Path, folder: Path) -> Optional[int]:
 class Result:
     space: str
     strategy: str
+    kind: str  # darts | random | fixed
     seed: int
     test_ppl: Optional[float]
     valid_ppl: Optional[float]
@@ -584,14 +585,14 @@ def unit_result(unit: Unit) -> Result:
     wall_s = _process_seconds(unit.search) + sum(_process_seconds(f) for f in unit.finals)
     best = best_candidate(unit.finals)
     if best is None:
-        return Result(unit.space, unit.strategy, unit.seed, None, None, None, search_s, 0.0, wall_s, None, unit.folder, False)
+        return Result(unit.space, unit.strategy, unit.kind, unit.seed, None, None, None, search_s, 0.0, wall_s, None, unit.folder, False)
     if unit.kind == "random":  # choosing cost the other samples' trainings
         search_s = sum(_elapsed(f) for f in unit.finals if f != best)
     test = (_read_json(best / TEST) or {}).get("ppl")
     complete = test is not None and all((f / DONE).exists() for f in unit.finals)
     genotype = _genotype_of(best)
     params = _params(genotype, best) if genotype is not None else None
-    return Result(unit.space, unit.strategy, unit.seed, test, _final_valid(best), params, search_s, _elapsed(best), wall_s, genotype, best, complete)
+    return Result(unit.space, unit.strategy, unit.kind, unit.seed, test, _final_valid(best), params, search_s, _elapsed(best), wall_s, genotype, best, complete)
 
 
 def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
@@ -713,7 +714,10 @@ def plot_png(groups: list[dict], title: str) -> bytes:
 
 
 def best_diffs(groups: list[dict]) -> str:
-    """Semantic diff (essdsl.diff) from the best genotype overall to the best of every other group."""
+    """Semantic diff (essdsl.diff) from the best searched or sampled genotype to the best of every other group.
+
+    A fixed genotype (e.g. the LSTM) is a reference only when nothing was
+    searched: diffs within the spaces' own cell shape are the readable ones."""
     from .check import load_graph
     from .diff import diff_graphs, render_edits
     from .errors import SpaceError
@@ -721,8 +725,9 @@ def best_diffs(groups: list[dict]) -> str:
     best = [g["best"] for g in groups if g["best"] is not None and g["best"].genotype is not None]
     if not best:
         return ""
-    reference = min(best, key=lambda r: r.test_ppl)
-    out = [f"reference: the best run overall, {reference.space} / {reference.strategy} seed {reference.seed} "
+    chosen = [r for r in best if r.kind != "fixed"] or best
+    reference = min(chosen, key=lambda r: r.test_ppl)
+    out = [f"reference: the best {'searched or sampled ' if chosen is not best else ''}run, {reference.space} / {reference.strategy} seed {reference.seed} "
            f"(test ppl {reference.test_ppl:.2f}, {reference.genotype})\n"]  # fmt: skip
     try:
         ref_graph = load_graph(reference.genotype)
