@@ -175,3 +175,36 @@ def test_cli_sample_refusals(tmp_path):
     both = _essdsl("sample", SPACES["darts_rnn"], "-n", "2", "--all", "-o", tmp_path)
     assert both.returncode == 1 and "either -n N" in both.stderr
     assert not list(tmp_path.iterdir())
+
+
+PRUNABLE = """space prunable
+defaults {
+  transform highway
+  select edge_softmax
+  norm batchnorm
+}
+cell {
+  input x[t] : ninp
+  state h[t-1] : nhid
+  node s0 = highway(tanh, x[t], h[t-1], carry = h[t-1])
+  node a = mix { from s0 ops {tanh, relu} }
+  node b = mix { from s0, a ops {tanh, relu} }
+  h[t] = b
+}
+"""
+
+
+def test_uniform_over_choice_vectors_when_pruning_merges_genotypes():
+    # 'a' is read only as a candidate of 'b': when b keeps s0, a is pruned and its
+    # two ops give the same genotype. stats counts 2 × 4 = 8 choice vectors; the
+    # sample is uniform over those, i.e. over 6 distinct genotypes, 2 of them twice as likely.
+    import essdsl.derive
+
+    if not hasattr(essdsl.derive, "prune_unread_nodes"):
+        pytest.skip("this derive does not prune unread nodes yet")
+    graph = load_graph_text(PRUNABLE, "prunable.space")
+    assert architecture_count(graph) == 8
+    samples = list(enumerate_all(graph, "prunable.space", "d" * 64))
+    bodies = Counter(s.text.split("cell {", 1)[1] for s in samples)
+    assert len(samples) == 8 and sorted(bodies.values()) == [1, 1, 1, 1, 2, 2]
+    assert all(check_text(s.text, "p.space")[1].ok for s in samples)
