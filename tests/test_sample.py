@@ -18,17 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SPACES = {p.stem: p for p in (ROOT / "spaces").glob("*.space")}
 
 # 2 choices at s1; at s2: keep 2 of {s0 (2 ops), s1 (2 ops), s0*s1 (1 op)} -> e_2(2, 2, 1) = 8, times 2 combiners.
-TINY = """space tiny
-defaults {
+def _space(name: str, nodes: str) -> str:
+    """A highway-transform space with input x[t], state h[t-1], node s0 and the given nodes."""
+    return f"""space {name}
+defaults {{
   transform highway
   select edge_softmax
   norm batchnorm
-}
-cell {
+}}
+cell {{
   input x[t] : ninp
   state h[t-1] : nhid
   node s0 = highway(tanh, x[t], h[t-1], carry = h[t-1])
-  node s1 = mix { from s0 ops {tanh, relu, zero} }
+{nodes}}}
+"""
+
+
+TINY = _space("tiny", """  node s1 = mix { from s0 ops {tanh, relu, zero} }
   node s2 = mix {
     from s0, s1 ops {tanh, identity, zero}
     from s0 * s1 ops {identity}
@@ -36,8 +42,7 @@ cell {
     combine {sum, product}
   }
   h[t] = mean(s1..s2)
-}
-"""
+""")
 
 
 @pytest.fixture(scope="module")
@@ -177,21 +182,10 @@ def test_cli_sample_refusals(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-PRUNABLE = """space prunable
-defaults {
-  transform highway
-  select edge_softmax
-  norm batchnorm
-}
-cell {
-  input x[t] : ninp
-  state h[t-1] : nhid
-  node s0 = highway(tanh, x[t], h[t-1], carry = h[t-1])
-  node a = mix { from s0 ops {tanh, relu} }
+PRUNABLE = _space("prunable", """  node a = mix { from s0 ops {tanh, relu} }
   node b = mix { from s0, a ops {tanh, relu} }
   h[t] = b
-}
-"""
+""")
 
 
 def test_uniform_over_choice_vectors_when_pruning_merges_genotypes():
