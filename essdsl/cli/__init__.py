@@ -52,6 +52,7 @@ try:
 except ImportError as exc:  # pragma: no cover
     if "essdsl.cli.run" not in str(exc) and "cannot import name 'run'" not in str(exc):
         raise
+from . import study  # noqa: E402,F401  (registers sample, study run/report)
 
 
 def main() -> None:
