@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from . import app
+from ..options import check_options
 from .common import fail, parse_sizes, print_report
 
 
@@ -35,6 +36,7 @@ def compile_command(
     Writes build/<name>.pt (loadable with plain torch.jit.load) and
     build/<name>.manifest.json (what every architecture weight stands for).
     """
+    check_options(locals())
     if impl not in ("generated", "reference"):
         fail(f"--impl must be 'generated' or 'reference', got {impl!r}")
     if vocab <= 0:
@@ -113,6 +115,7 @@ def bench_command(
 
     Example: essdsl bench spaces/darts_rnn.space --batch 64 --repeats 3 --json bench.json
     """
+    check_options(locals())
     import torch
 
     from ..check import check_file

@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from . import app
+from ..options import check_corpus_fits, check_options
 from .common import fail, fail_space
 
 # Sizes and hyperparameters used on the built-in synthetic corpus (no --data):
@@ -473,6 +474,7 @@ def search(
     final_epochs: Optional[int] = typer.Option(None, "--final-epochs", envvar="ESSDSL_FINAL_EPOCHS", help="then train the derived genotype from scratch for N epochs in RUN_DIR/final and report its valid ppl (default 3 on the synthetic corpus, 0 with --data: use 'essdsl train')"),
 ) -> None:
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
+    check_options(locals())
     if order not in ("first", "second"):
         fail(f"--order must be 'first' or 'second', not '{order}'")
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size)
@@ -525,6 +527,7 @@ def search(
     space_name = graph.name
     _set_threads(threads, max(sizes.values()))
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
+    check_corpus_fits(corpus, [("train", cfg.batch_size), ("valid", cfg.batch_size), ("valid", cfg.eval_batch_size)])
     from ..derive import arch_summary
 
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
@@ -639,6 +642,7 @@ def train(
     compile_: bool = typer.Option(True, "--compile/--no-compile", envvar="ESSDSL_COMPILE", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs); env ESSDSL_COMPILE=0 turns it off"),
 ) -> None:
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
+    check_options(locals())
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt)
     dev = _device(device)
     space = _resolve_space(genotype, ninp, nhid)
@@ -676,6 +680,7 @@ def train(
     if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
+    check_corpus_fits(corpus, [("train", cfg.batch_size), ("valid", cfg.eval_batch_size)])
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]}
     run_dir, run = _open_run(
@@ -704,6 +709,7 @@ def evaluate(
     bptt: int = typer.Option(35, "--bptt", help="evaluation segment length"),
 ) -> None:
     """Print the perplexity of a trained model on the valid or test split."""
+    check_options(locals())
     if split not in ("valid", "test"):
         fail(f"--split must be valid or test, not '{split}'")
     if checkpoint.is_dir():
@@ -728,6 +734,7 @@ def evaluate(
     data_dir = data if data is not None else state.get("data")
     seed = int(state.get("config", {}).get("seed", 0))
     corpus = _load_corpus(data_dir, seed, state.get("synthetic_tokens") if data is None else None)
+    check_corpus_fits(corpus, [(split, batch_size)])
     if corpus.vocab != model_cfg["vocab"]:
         fail(f"the data has a vocabulary of {corpus.vocab} words but the model was trained with {model_cfg['vocab']}")
     graph = _load_graph_text(text, path, sizes)
