@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -46,6 +45,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from . import files
 from .data import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
 
 ARCH_PREFIX = "arch."
@@ -103,15 +103,8 @@ class RunConfig:
 
 # ----------------------------------------------------------------- files
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (see :mod:`essdsl.files`)."""
+    files.atomic_write_bytes(path, data)
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -85,3 +85,97 @@ def test_a_valid_split_of_one_word_names_the_file(tmp_path):
     (tmp_path / "valid.txt").write_text("word\n")
     r = essdsl("search", SPACE, "--data", tmp_path, "--nhid", "8", "--ninp", "8", "--batch-size", "4")
     assert_clean_failure(r, f"{tmp_path}/valid.txt: error: 2 tokens are too few for batch size", code=1)
+
+
+# ----------------------------------------------------------------- output paths
+def _temp_files(folder):
+    return [p.name for p in Path(folder).rglob(".*.tmp*")]
+
+
+def test_compile_and_show_refuse_to_overwrite_their_input(tmp_path):
+    victim = tmp_path / "victim.space"
+    victim.write_bytes((ROOT / SPACE).read_bytes())
+    before = victim.read_bytes()
+    assert_clean_failure(essdsl("compile", victim, "-o", victim), "refusing to overwrite", code=1)
+    assert_clean_failure(essdsl("show", victim, "-o", victim), "refusing to overwrite", code=1)
+    assert victim.read_bytes() == before
+    assert_clean_failure(essdsl("compile", victim, "-o", tmp_path), "is a folder", code=1)
+    assert_clean_failure(essdsl("compile", victim, "-o", victim / "x.pt"), "is a file, not a folder", code=1)
+    assert_clean_failure(essdsl("compile", victim, "-o", "/dev/full"), "not a regular file", code=1)
+    assert _temp_files(tmp_path) == []
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; what essdsl writes follows the umask like any file."""
+    dot = tmp_path / "cell.dot"
+    r = essdsl("show", SPACE, "--format", "dot", "-o", dot)
+    assert r.returncode == 0, r.stderr
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dot.stat().st_mode & 0o777 == 0o666 & ~mask
+    dot.chmod(0o640)  # rewriting keeps the mode the file has
+    assert essdsl("show", SPACE, "--format", "dot", "-o", dot).returncode == 0
+    assert dot.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("kind", ["file", "under-file", "foreign-folder"])
+def test_run_folder_that_cannot_hold_a_run_is_refused_before_any_work(tmp_path, kind):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    out = {"file": tmp_path / "afile", "under-file": tmp_path / "afile" / "run", "foreign-folder": tmp_path / "other"}[kind]
+    fragment = {"file": "it is a file", "under-file": "is a file, not a folder", "foreign-folder": "not an essdsl run folder"}[kind]
+    assert_clean_failure(essdsl("search", SPACE, "--out", out), fragment, code=1)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine" and sorted(os.listdir(tmp_path / "other")) == ["notes.txt"]
+
+
+def test_full_disk_and_read_only_folder_leave_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    from essdsl import files
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def full_disk(fd, data):
+        os.write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "_write_all", full_disk)
+    with pytest.raises(files.OutputError, match="no space left"):
+        files.atomic_write_bytes(target, b"x" * 1000)
+    assert target.read_bytes() == b"old" and _temp_files(tmp_path) == []
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    with pytest.raises(files.OutputError, match="read-only"):
+        files.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+
+
+FULL_DISK = """
+import errno, os, sys
+import essdsl.files as files
+def full(fd, data):
+    os.write(fd, bytes(data[:100]))
+    raise OSError(errno.ENOSPC, "No space left on device")
+files._write_all = full
+sys.argv = ["essdsl", *sys.argv[1:]]
+from essdsl.cli import main
+main()
+"""
+
+
+def test_compile_on_a_full_disk_is_a_clear_error(tmp_path):
+    """Fault injection: every write fails with ENOSPC after 100 bytes (torch writing
+    to a full disk itself used to abort with a c10::Error and exit 134)."""
+    out = tmp_path / "build" / "m.pt"
+    r = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "compile", SPACE, "--nhid", "8", "--ninp", "8", "-o", out],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert_clean_failure(r, "no space left on the device", code=1)
+    assert not out.exists() and _temp_files(tmp_path) == []

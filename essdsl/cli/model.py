@@ -52,7 +52,8 @@ def compile_command(
 
     from ..compile import ModelConfig, build_manifest, build_model, generate_source
     from ..compile.config import embedding_dim
-    from ..compile.manifest import save_artifact, save_manifest, save_state
+    from ..compile.manifest import file_sha256, save_artifact, save_manifest, save_state
+    from ..files import check_output_path
 
     config = ModelConfig(vocab=vocab, search=not discrete)
     try:
@@ -69,12 +70,15 @@ def compile_command(
     # its artifact is the state dict (same names as the generated module's).
     manifest["artifact"] = "torchscript" if impl == "generated" else "state_dict"
     artifact = output or Path("build") / f"{graph.name}.pt"
-    manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
     try:
+        check_output_path(artifact, [file])
+        manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
+        check_output_path(manifest_path, [file])
         (save_artifact if impl == "generated" else save_state)(model, artifact)
+        manifest["artifact_sha256"] = file_sha256(artifact)  # verified by 'essdsl search ARTIFACT'
         save_manifest(manifest, manifest_path)
     except OSError as exc:
-        fail(f"cannot write {artifact}: {exc.strerror or exc}")
+        fail(str(exc))
     elapsed = time.perf_counter() - start
     counts = manifest["parameters"]
     what = "supernet" if config.search and manifest["arch"] else "model"

@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from . import app
+from ..files import check_run_folder
 from ..options import check_corpus_fits, check_options
 from .common import fail, fail_space
 
@@ -475,6 +476,7 @@ def search(
 ) -> None:
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
     check_options(locals())
+    check_run_folder(out)
     if order not in ("first", "second"):
         fail(f"--order must be 'first' or 'second', not '{order}'")
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size)
@@ -643,6 +645,7 @@ def train(
 ) -> None:
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
     check_options(locals())
+    check_run_folder(out)
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt)
     dev = _device(device)
     space = _resolve_space(genotype, ninp, nhid)
