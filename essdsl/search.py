@@ -33,7 +33,6 @@ import contextlib
 import copy
 import hashlib
 import io
-import json
 import math
 import random
 import signal
@@ -45,7 +44,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import files
+from . import files, runfiles
 from .data import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
 
 ARCH_PREFIX = "arch."
@@ -118,18 +117,12 @@ def atomic_torch_save(obj, path) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    """``torch.load(weights_only=True)`` with a clear error for missing or corrupt files."""
-    path = Path(path)
-    if not path.exists():
-        raise RunError(f"no checkpoint at {path}")
+    """The checkpoint at ``path``, verified (see :func:`essdsl.runfiles.load_checkpoint`:
+    checksum, ``torch.load(weights_only=True)``, schema); a clear RunError otherwise."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunError(f"checkpoint {path} is corrupt or not an essdsl checkpoint ({first[:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path} is not an essdsl checkpoint (format {CHECKPOINT_FORMAT} expected)")
-    return state
+        return runfiles.load_checkpoint(path, CHECKPOINT_FORMAT)
+    except runfiles.RunFileError as exc:
+        raise RunError(str(exc)) from None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -459,7 +452,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         state = self.state_dict()
-        atomic_torch_save(state, self.checkpoint_path)
+        runfiles.save_checkpoint(state, self.checkpoint_path)  # with its sha256 in the run manifest
         self._good_state = state
         return self.checkpoint_path
 
@@ -734,7 +727,7 @@ class StopOnSigint:
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """``metrics.jsonl``: one JSON line per epoch, rewritten atomically."""
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    text = "".join(runfiles.metrics_line(r) for r in history)
     atomic_write_text(Path(run_dir) / "metrics.jsonl", text)
 
 

@@ -52,8 +52,9 @@ def compile_command(
 
     from ..compile import ModelConfig, build_manifest, build_model, generate_source
     from ..compile.config import embedding_dim
-    from ..compile.manifest import file_sha256, save_artifact, save_manifest, save_state
+    from ..compile.manifest import save_artifact, save_manifest, save_state
     from ..files import check_output_path
+    from ..runfiles import sha256_file
 
     config = ModelConfig(vocab=vocab, search=not discrete)
     try:
@@ -75,7 +76,7 @@ def compile_command(
         manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
         check_output_path(manifest_path, [file])
         (save_artifact if impl == "generated" else save_state)(model, artifact)
-        manifest["artifact_sha256"] = file_sha256(artifact)  # verified by 'essdsl search ARTIFACT'
+        manifest["artifact_sha256"] = sha256_file(artifact)  # verified by 'essdsl search ARTIFACT'
         save_manifest(manifest, manifest_path)
     except OSError as exc:
         fail(str(exc))

@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from . import app
-from ..files import check_run_folder
+from ..files import check_run_folder, remove_stale_temp_files
 from ..options import check_corpus_fits, check_options
 from .common import fail, fail_space
 
@@ -92,19 +92,13 @@ def _resolve_space(target: str, ninp: Optional[int], nhid: Optional[int]) -> dic
     """
     p = Path(target)
     if p.suffix == ".pt":
-        manifest_path = p.with_suffix("").with_suffix(".manifest.json") if p.name.endswith(".pt") else p
-        manifest_path = p.parent / (p.name[: -len(".pt")] + ".manifest.json")
-        if not p.exists():
-            fail(f"{p}: no such compiled artifact (compile one with 'essdsl compile SPACE')")
-        if not manifest_path.exists():
-            fail(f"{p} has no manifest beside it ({manifest_path} is missing); recompile with 'essdsl compile'")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            space_info = manifest["space"]
-            space_path = Path(space_info["path"])
-            want = space_info["sha256"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            fail(f"{manifest_path} is not a valid artifact manifest ({type(exc).__name__}: {exc})")
+        from ..runfiles import RunFileError, read_artifact_manifest
+
+        try:  # the manifest's schema, and the artifact's bytes against its checksum
+            manifest, manifest_path = read_artifact_manifest(p)
+        except RunFileError as exc:
+            fail(str(exc))
+        space_path, want = Path(manifest["space"]["path"]), manifest["space"]["sha256"]
         if not space_path.is_absolute() and not space_path.exists():
             space_path = (manifest_path.parent / space_path).resolve() if (manifest_path.parent / space_path).exists() else space_path
         text, sha = _read_space_source(space_path)
@@ -176,20 +170,23 @@ def _versions() -> dict:
 
 
 def _read_run_manifest(run_dir: Path) -> dict:
+    from ..runfiles import RunFileError, read_run_manifest
+
     path = run_dir / RUN_MANIFEST
     if not run_dir.exists():
         fail(f"run folder {run_dir} does not exist")
     if not path.exists():
         fail(f"{run_dir} is not an essdsl run folder ({RUN_MANIFEST} is missing)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail(f"{path} is damaged ({exc})")
+        return read_run_manifest(run_dir)
+    except RunFileError as exc:
+        fail(str(exc))
 
 
 def _resumed_run(run_dir: Path, kind: str, noun: str) -> dict:
     """The manifest of the run to continue with --resume, which must be a ``kind`` run."""
     run = _read_run_manifest(run_dir)
+    remove_stale_temp_files(run_dir)  # left by a kill during an atomic write
     if run.get("kind") != kind:
         fail(f"{run_dir} is a '{run.get('kind')}' run, not {noun}")
     return run
@@ -763,17 +760,12 @@ def evaluate(
 
 # ----------------------------------------------------------------- compare
 def _read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                fail(f"{path} is damaged (a line is not JSON)")
-    return rows
+    from ..runfiles import RunFileError, read_metrics
+
+    try:
+        return read_metrics(run_dir / "metrics.jsonl")
+    except RunFileError as exc:
+        fail(str(exc))
 
 
 @app.command()

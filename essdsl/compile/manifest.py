@@ -165,15 +165,6 @@ def save_state(model, path: Union[str, Path]) -> Path:
     return target
 
 
-def file_sha256(path: Union[str, Path]) -> str:
-    """sha256 of a file's bytes (the checksum a manifest records for its artifact)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_manifest(manifest: dict, path: Union[str, Path]) -> Path:
     target = Path(path)
     _atomic_write(target, lambda buffer: buffer.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8")))
