@@ -50,6 +50,7 @@ from .data import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
 ARCH_PREFIX = "arch."
 CHECKPOINT_FORMAT = "essdsl-checkpoint-1"
 MAX_ROLLBACKS = 3
+ABSURD_LOSS_FACTOR = 10.0  # see usable_validation_loss
 
 
 class RunError(Exception):
@@ -549,11 +550,7 @@ class Trainer:
 
     def _rollback(self, reason: str) -> None:
         if self.rollbacks >= MAX_ROLLBACKS or self._good_state is None:
-            raise Diverged(
-                f"{reason} even after halving the learning rate {MAX_ROLLBACKS} times "
-                f"(lr now {self.lr:g}); last good state is in {self.checkpoint_path}. "
-                "Try a smaller --lr or --arch-lr."
-            )
+            raise Diverged(divergence_message(reason, self.lr, self.checkpoint_path, self.notes))
         good = self._good_state
         new_lr = self.lr / 2
         rollbacks = self.rollbacks + 1
@@ -613,8 +610,8 @@ class Trainer:
     def _end_epoch(self) -> None:
         cfg = self.cfg
         valid_loss = self.evaluate()
-        if not math.isfinite(valid_loss) or not all(torch.isfinite(p).all() for p in self.weights.values()):
-            self._rollback(f"the validation loss became {valid_loss} at the end of epoch {self.epoch + 1}")
+        if not usable_validation_loss(valid_loss, self.corpus.vocab) or not all(torch.isfinite(p).all() for p in self.weights.values()):
+            self._rollback(f"the validation loss became {valid_loss:g} at the end of epoch {self.epoch + 1}")
             return
         train_loss = self.epoch_loss_sum / max(self.epoch_tokens, 1)
         record = {
@@ -658,6 +655,28 @@ class Trainer:
                 if "ax" in st and id(p) in names:
                     state[names[id(p)]] = st["ax"].detach().cpu().clone()
         return state
+
+
+def usable_validation_loss(loss: float, vocab: int) -> bool:
+    """Whether a state with this validation loss may become the state a rollback
+    returns to: finite, and not absurd.  Guessing uniformly costs log(vocab) nats
+    a token; a model ten times worse than that (e.g. 5.6e20 nats) has diverged
+    even though the number is finite."""
+    return math.isfinite(loss) and loss <= ABSURD_LOSS_FACTOR * max(math.log(max(vocab, 2)), 2.0)
+
+
+def divergence_message(reason: str, lr: float, checkpoint: Path, notes: list[str]) -> str:
+    """Why a run stopped: the rollbacks tried so far, and the last good state only
+    if it is on disk (a run that diverges in its first epoch has no checkpoint)."""
+    if Path(checkpoint).exists():
+        where = f"the last good state is in {checkpoint} (from the end of the last good epoch)"
+    else:
+        where = "no checkpoint was written yet (the run diverged before its first epoch ended)"
+    tried = "".join(f"\n  rollback: {note}" for note in notes)
+    return (
+        f"{reason} even after halving the learning rate {MAX_ROLLBACKS} times (lr now {lr:g}); {where}. "
+        f"Try a smaller --lr or --arch-lr.{tried}"
+    )
 
 
 def _ppl(loss: float) -> float:

@@ -4,6 +4,7 @@ Every case must end with a clear message and exit 1 or 2, never a traceback,
 and leave no file half-written."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -179,3 +180,53 @@ def test_compile_on_a_full_disk_is_a_clear_error(tmp_path):
     )
     assert_clean_failure(r, "no space left on the device", code=1)
     assert not out.exists() and _temp_files(tmp_path) == []
+
+
+# ----------------------------------------------------------------- divergence (D7)
+def _tiny_trainer(run_dir, max_steps=4):
+    import torch
+
+    from essdsl.check import load_graph
+    from essdsl.compile import ModelConfig, build_manifest, build_model
+    from essdsl.data import synthetic_corpus
+    from essdsl.search import RunConfig, Trainer
+
+    corpus = synthetic_corpus(0, train=3000, valid=600, test=300)
+    graph = load_graph(ROOT / SPACE, {"ninp": 8, "nhid": 8})
+    cfg = ModelConfig(vocab=corpus.vocab, search=True)
+    torch.manual_seed(0)
+    model = build_model(graph, cfg)
+    run_cfg = RunConfig(epochs=1, max_steps=max_steps, batch_size=8, eval_batch_size=10, bptt=8)
+    return Trainer(model, corpus, run_cfg, run_dir, build_manifest(graph, cfg, model))
+
+
+def test_validation_losses_that_are_not_a_good_state():
+    from essdsl.search import usable_validation_loss
+
+    assert usable_validation_loss(3.9, 50) and usable_validation_loss(20.0, 50)
+    for loss in (math.inf, math.nan, -math.inf, 5.6e20, 1e3):
+        assert not usable_validation_loss(loss, 50), loss
+
+
+def test_divergence_before_any_checkpoint_names_no_missing_file_and_shows_the_rollbacks(tmp_path):
+    from essdsl.search import Diverged
+
+    trainer = _tiny_trainer(tmp_path / "run")
+    trainer._train_step = lambda: math.nan
+    with pytest.raises(Diverged) as caught:
+        trainer.run()
+    message = str(caught.value)
+    assert "no checkpoint was written yet" in message and "checkpoint.pt" not in message
+    assert message.count("rollback:") == 3 and "lr halved to" in message
+
+
+def test_an_absurd_finite_validation_loss_is_rolled_back(tmp_path):
+    trainer = _tiny_trainer(tmp_path / "run")
+    real = trainer.evaluate
+    losses = iter([5.6e20])
+    trainer.evaluate = lambda data=None: next(losses, None) or real(data)
+    notes = trainer.notes
+    trainer.run()
+    # lr 20 on this tiny model really does reach ~1e20 after a few steps: more rollbacks may follow
+    assert trainer.rollbacks >= 1 and "5.6e+20" in notes[0] and trainer.lr <= trainer.cfg.lr / 2
+    assert len(trainer.history) == 1 and trainer.history[0]["valid_loss"] < 10
