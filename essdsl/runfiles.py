@@ -198,7 +198,7 @@ def validate(schema: type[BaseModel], data, path: PathLike, where: str = "") -> 
     """``data`` checked against ``schema``: the validated plain dict (fields by
     their names on disk), or :class:`RunFileError` naming ``path`` and the field."""
     if not isinstance(data, dict):
-        raise RunFileError(f"{path}{where}: expected a JSON object, found {type(data).__name__ if data is not None else 'null'}")
+        raise RunFileError(f"{path}{where}: expected an object with fields, found {type(data).__name__ if data is not None else 'null'}")
     try:
         return schema.model_validate(data).model_dump(by_alias=True, exclude_unset=True)
     except ValidationError as exc:

@@ -6,6 +6,7 @@ and leave no file half-written."""
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,7 @@ def _tiny_trainer(run_dir, max_steps=4):
     from essdsl.data import synthetic_corpus
     from essdsl.search import RunConfig, Trainer
 
+    torch.set_num_threads(1)  # as the CLI does for small cells: two threads on a busy machine are 20x slower
     corpus = synthetic_corpus(0, train=3000, valid=600, test=300)
     graph = load_graph(ROOT / SPACE, {"ninp": 8, "nhid": 8})
     cfg = ModelConfig(vocab=corpus.vocab, search=True)
@@ -230,3 +232,180 @@ def test_an_absurd_finite_validation_loss_is_rolled_back(tmp_path):
     # lr 20 on this tiny model really does reach ~1e20 after a few steps: more rollbacks may follow
     assert trainer.rollbacks >= 1 and "5.6e+20" in notes[0] and trainer.lr <= trainer.cfg.lr / 2
     assert len(trainer.history) == 1 and trainer.history[0]["valid_loss"] < 10
+
+
+# ----------------------------------------------------------------- run files (D9, D12)
+TINY = ["--ninp", "8", "--nhid", "8", "--batch-size", "8", "--bptt", "8", "--threads", "1",
+        "--synthetic-tokens", "2000", "--epochs", "1", "--max-steps", "3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One tiny search run, copied by each test that damages it."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    r = essdsl("search", SPACE, *TINY, "--out", run)
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+@pytest.fixture()
+def run_copy(finished_run, tmp_path):
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def test_run_files_are_strict_json_and_carry_checksums(finished_run):
+    from essdsl.runfiles import read_metrics, read_run_manifest, sha256_file
+
+    manifest = read_run_manifest(finished_run)
+    assert sha256_file(finished_run / "checkpoint.pt") == manifest["checksums"]["checkpoint.pt"][0]
+    for line in (finished_run / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl"))
+    assert read_metrics(finished_run / "metrics.jsonl")[0]["epoch"] == 1
+
+
+def test_non_finite_metrics_round_trip_as_strings(tmp_path):
+    from essdsl.runfiles import metrics_line, read_metrics
+
+    line = metrics_line({"epoch": 1, "train_ppl": math.inf, "valid_ppl": 12.5, "elapsed_s": 1.0, "lr": math.nan})
+    assert "Infinity" not in line and "NaN" not in line
+    (tmp_path / "metrics.jsonl").write_text(line)
+    [record] = read_metrics(tmp_path / "metrics.jsonl")
+    assert record["train_ppl"] == math.inf and math.isnan(record["lr"])
+
+
+MANIFEST_DAMAGE = {
+    "list": lambda m: [m],
+    "null": lambda m: None,
+    "missing corpus": lambda m: {k: v for k, v in m.items() if k != "corpus"},
+    "vocab a string": lambda m: {**m, "corpus": {**m["corpus"], "vocab": "many"}},
+    "space a list": lambda m: {**m, "space": []},
+    "sizes not ints": lambda m: {**m, "sizes": {"nhid": [8]}},
+    "kind unknown": lambda m: {**m, "kind": "party"},
+    "config missing bptt": lambda m: {**m, "config": {k: v for k, v in m["config"].items() if k != "bptt"}},
+}
+FIELD = {"list": "expected an object with fields, found list", "null": "found null", "missing corpus": "'corpus'", "vocab a string": "corpus.vocab",
+         "space a list": "'space'", "sizes not ints": "sizes.nhid", "kind unknown": "'kind'", "config missing bptt": "config.bptt"}  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE))
+def test_run_manifest_of_the_wrong_shape_names_the_field(finished_run, tmp_path, damage):
+    from essdsl.runfiles import RunFileError, read_run_manifest
+
+    (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST_DAMAGE[damage](json.loads((finished_run / "manifest.json").read_text()))))
+    with pytest.raises(RunFileError, match="manifest.json") as caught:
+        read_run_manifest(tmp_path)
+    assert FIELD[damage] in str(caught.value)
+
+
+METRICS_DAMAGE = {
+    "invalid UTF-8": (b'{"epoch": 1, "train_ppl": 2.0, "valid_ppl": 3.0, "elapsed_s": 1}\n\xff\xfe\n', ":2: error: not UTF-8"),
+    "not JSON": (b"{epoch\n", ":1: error: not valid JSON"),
+    "Infinity": (b'{"epoch": 1, "train_ppl": Infinity, "valid_ppl": 3.0, "elapsed_s": 1}\n', ":1: error: not valid JSON"),
+    "a list": (b"[1, 2]\n", ":1: expected an object with fields"),
+    "ppl a word": (b'{"epoch": 1, "train_ppl": "low", "valid_ppl": 3.0, "elapsed_s": 1}\n', ":1: field 'train_ppl'"),
+    "no epoch": (b'{"train_ppl": 2.0, "valid_ppl": 3.0, "elapsed_s": 1}\n', ":1: field 'epoch': missing"),
+}
+
+
+@pytest.mark.parametrize("damage", list(METRICS_DAMAGE))
+def test_metrics_of_the_wrong_shape_name_the_line_and_field(tmp_path, damage):
+    from essdsl.runfiles import RunFileError, read_metrics
+
+    data, fragment = METRICS_DAMAGE[damage]
+    (tmp_path / "metrics.jsonl").write_bytes(data)
+    with pytest.raises(RunFileError) as caught:
+        read_metrics(tmp_path / "metrics.jsonl")
+    assert f"metrics.jsonl{fragment}" in str(caught.value)
+
+
+CHECKPOINT_DAMAGE = {
+    "list": (lambda s: [s], "is not an essdsl checkpoint"),
+    "missing progress": (lambda s: {k: v for k, v in s.items() if k != "progress"}, "field 'progress': missing"),
+    "epoch a string": (lambda s: {**s, "progress": {**s["progress"], "epoch": "first"}}, "progress.epoch"),
+    "model a list": (lambda s: {**s, "model": [1, 2]}, "field 'model'"),
+    "weights not tensors": (lambda s: {**s, "model": {k: 0 for k in s["model"]}}, "model."),
+    "history null": (lambda s: {**s, "history": None}, "field 'history'"),
+    "rng missing": (lambda s: {k: v for k, v in s.items() if k != "rng"}, "field 'rng': missing"),
+    "sizes wrong": (lambda s: {**s, "sizes": "big"}, "field 'sizes'"),
+}
+
+
+@pytest.mark.parametrize("damage", list(CHECKPOINT_DAMAGE))
+def test_checkpoint_of_the_wrong_shape_names_the_field(run_copy, damage):
+    """Written through essdsl's own saver, so the checksum matches and the schema is what refuses it."""
+    import torch
+
+    from essdsl.runfiles import save_checkpoint
+    from essdsl.search import RunError, load_checkpoint
+
+    change, fragment = CHECKPOINT_DAMAGE[damage]
+    state = torch.load(run_copy / "checkpoint.pt", weights_only=True)
+    save_checkpoint(change(state), run_copy / "checkpoint.pt")
+    with pytest.raises(RunError, match="checkpoint.pt") as caught:
+        load_checkpoint(run_copy / "checkpoint.pt")
+    assert fragment in str(caught.value)
+
+
+def test_damaged_run_files_through_the_cli(run_copy):
+    (run_copy / "metrics.jsonl").write_bytes((run_copy / "metrics.jsonl").read_bytes() + b"\xff\n")
+    assert_clean_failure(essdsl("compare", run_copy), "metrics.jsonl:2: error: not UTF-8", code=1)
+    assert_clean_failure(essdsl("plot", run_copy), "metrics.jsonl:2: error: not UTF-8", code=1)
+    (run_copy / "manifest.json").write_text("[]")
+    assert_clean_failure(essdsl("derive", run_copy), "manifest.json: expected an object with fields, found list", code=1)
+
+
+class _Payload:
+    """Unpickling this calls a function: what a malicious checkpoint would do."""
+
+    def __reduce__(self):
+        return (print, ("unpickled code ran",))
+
+
+def test_tampered_checkpoint_is_refused_and_pickled_code_is_not_advised(run_copy):
+    data = bytearray((run_copy / "checkpoint.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (run_copy / "checkpoint.pt").write_bytes(bytes(data))
+    assert_clean_failure(essdsl("derive", run_copy), "does not match the sha256 recorded", code=1)
+
+    import torch
+
+    from essdsl.search import RunError, load_checkpoint
+
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    del manifest["checksums"]  # a run from before checksums: only the unpickler guards it
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    torch.save({"format": "essdsl-checkpoint-1", "x": _Payload()}, run_copy / "checkpoint.pt")
+    with pytest.raises(RunError) as caught:
+        load_checkpoint(run_copy / "checkpoint.pt")
+    assert "the Python object print" in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_eval_of_a_space_file_says_what_eval_expects():
+    r = essdsl("eval", SPACE)
+    assert_clean_failure(r, "to evaluate a genotype, train it first", code=1)
+    assert "weights_only" not in r.stderr
+
+
+def test_resume_removes_temp_files_a_kill_left(run_copy):
+    stale = [run_copy / ".checkpoint.pt.tmp12345", run_copy / ".metrics.jsonl.tmp999", run_copy / ".manifest.json.x8_k2q.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    keep = run_copy / "notes.tmp"
+    keep.write_text("not ours")
+    r = essdsl("search", SPACE, "--resume", run_copy, "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert not any(path.exists() for path in stale) and keep.exists()
+
+
+def test_search_verifies_the_artifact(tmp_path):
+    artifact = tmp_path / "m.pt"
+    r = essdsl("compile", SPACE, "--ninp", "8", "--nhid", "8", "-o", artifact)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "m.manifest.json").read_text())
+    assert len(manifest["artifact_sha256"]) == 64
+    artifact.write_bytes(artifact.read_bytes() + b"garbage")
+    assert_clean_failure(essdsl("search", artifact, *TINY), "does not match its manifest", code=1)
+    artifact.write_bytes(b"garbage")
+    assert_clean_failure(essdsl("search", artifact, *TINY), "does not match its manifest", code=1)
+    (tmp_path / "m.manifest.json").write_text(json.dumps({**manifest, "space": None}))
+    assert_clean_failure(essdsl("search", artifact, *TINY), "field 'space'", code=1)
