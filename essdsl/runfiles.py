@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, conlist
 
 PathLike = Union[str, Path]
 RUN_MANIFEST = "manifest.json"
@@ -78,6 +78,10 @@ class RunConfigRecord(_Record):
     seed: int
 
 
+class ModelManifestRecord(_Record):
+    arch: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
 class RunManifest(_Record):
     kind: Literal["search", "train"]
     run_id: str
@@ -91,7 +95,7 @@ class RunManifest(_Record):
     synthetic_tokens: Optional[int] = None
     data_fingerprint: str
     corpus: CorpusRecord
-    model_manifest: Optional[dict[str, Any]] = None
+    model_manifest: ModelManifestRecord = Field(default_factory=ModelManifestRecord)
     checksums: Optional[dict[str, list[str]]] = None
 
 
@@ -101,7 +105,7 @@ class MetricsRecord(_Record):
     train_ppl: float
     valid_ppl: float
     elapsed_s: float
-    arch: Optional[dict[str, list]] = None
+    arch: dict[str, Union[conlist(float, min_length=1), conlist(conlist(float, min_length=1), min_length=1)]] = Field(default_factory=dict)
 
 
 class ArtifactSpace(_Record):
@@ -180,7 +184,8 @@ def _explain(path: PathLike, exc: ValidationError, where: str = "") -> RunFileEr
     """One line: the file, the first wrong field and what is wrong with it."""
     errors = exc.errors()
     first = errors[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(the whole file)"
+    # union members appear in the location as type names ("list[float]"): not fields
+    field = ".".join(str(part) for part in first["loc"] if not (isinstance(part, str) and "[" in part)) or "(the whole file)"
     problem = first["msg"]
     if first["type"] == "missing":
         problem = "missing"

@@ -367,8 +367,8 @@ def _arch_tensors(model, manifest: dict) -> dict:
 def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None) -> tuple[Path, str]:
     from ..derive import DeriveError, derive_choices, genotype_text, retained_weights
     from ..errors import SpaceError
+    from ..files import atomic_write_text
     from ..parse import parse_space
-    from ..search import atomic_write_text
 
     try:
         choices = derive_choices(run["model_manifest"], arch)
@@ -387,7 +387,7 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
     except (DeriveError, SpaceError) as exc:
         fail(f"cannot derive a genotype: {exc}")
     path = out or (run_dir / "genotype.space")
-    atomic_write_text(path, text)
+    atomic_write_text(path, text, inputs=[run["space"]["path"]])  # never over the searched space
     return path, text
 
 
@@ -860,8 +860,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = out or run_dir / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = out or run_dir / "plots"  # created by the first write (a clear error if it is a file)
     from ..search import atomic_write_bytes
 
     def save(fig, name):
