@@ -14,20 +14,10 @@ from pathlib import Path
 import pytest
 
 from essdsl.options import RANGES, option_problems
+from test_cli_run import essdsl  # python -m essdsl in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = "spaces/darts_rnn.space"
-
-
-def essdsl(*args, cwd=None, timeout=300, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "essdsl", *map(str, args)],
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "120", **(env or {})},
-    )
 
 
 def assert_clean_failure(result, fragment, code=None):
@@ -98,12 +88,12 @@ def test_compile_and_show_refuse_to_overwrite_their_input(tmp_path):
     victim = tmp_path / "victim.space"
     victim.write_bytes((ROOT / SPACE).read_bytes())
     before = victim.read_bytes()
-    assert_clean_failure(essdsl("compile", victim, "-o", victim), "refusing to overwrite", code=1)
+    assert_clean_failure(essdsl("compile", victim, "-o", victim, "--nhid", "8", "--ninp", "8"), "refusing to overwrite", code=1)
     assert_clean_failure(essdsl("show", victim, "-o", victim), "refusing to overwrite", code=1)
     assert victim.read_bytes() == before
-    assert_clean_failure(essdsl("compile", victim, "-o", tmp_path), "is a folder", code=1)
-    assert_clean_failure(essdsl("compile", victim, "-o", victim / "x.pt"), "is a file, not a folder", code=1)
-    assert_clean_failure(essdsl("compile", victim, "-o", "/dev/full"), "not a regular file", code=1)
+    assert_clean_failure(essdsl("compile", victim, "-o", tmp_path, "--nhid", "8", "--ninp", "8"), "is a folder", code=1)
+    assert_clean_failure(essdsl("compile", victim, "-o", victim / "x.pt", "--nhid", "8", "--ninp", "8"), "is a file, not a folder", code=1)
+    assert_clean_failure(essdsl("compile", victim, "-o", "/dev/full", "--nhid", "8", "--ninp", "8"), "not a regular file", code=1)
     assert _temp_files(tmp_path) == []
 
 
@@ -409,3 +399,11 @@ def test_search_verifies_the_artifact(tmp_path):
     assert_clean_failure(essdsl("search", artifact, *TINY), "does not match its manifest", code=1)
     (tmp_path / "m.manifest.json").write_text(json.dumps({**manifest, "space": None}))
     assert_clean_failure(essdsl("search", artifact, *TINY), "field 'space'", code=1)
+
+
+def test_derive_and_plot_refuse_bad_outputs(run_copy):
+    before = (ROOT / SPACE).read_bytes()
+    assert_clean_failure(essdsl("derive", run_copy, "-o", SPACE), "refusing to overwrite", code=1)
+    assert (ROOT / SPACE).read_bytes() == before
+    (run_copy / "afile").write_text("x")
+    assert_clean_failure(essdsl("plot", run_copy, "--out", run_copy / "afile"), "is a file, not a folder", code=1)
