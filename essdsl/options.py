@@ -144,6 +144,14 @@ def corpus_problems(corpus, batches: Iterable[tuple[str, int]]) -> list[str]:
     return problems
 
 
+def run_batches(cfg) -> list[tuple[str, int]]:
+    """The ``(split, batch size)`` cuts a search or training run with ``cfg`` makes."""
+    batches = [("train", cfg.batch_size), ("valid", cfg.eval_batch_size)]
+    if cfg.search:  # the architecture step reads valid at the training batch size
+        batches.append(("valid", cfg.batch_size))
+    return batches
+
+
 def check_corpus_fits(corpus, batches: Iterable[tuple[str, int]]) -> None:
     """Exit 1, naming the split's file, when ``corpus`` cannot fill two rows of a
     ``(split, batch size)`` it is about to be cut into (before a run starts)."""
@@ -157,4 +165,4 @@ def check_corpus_fits(corpus, batches: Iterable[tuple[str, int]]) -> None:
         raise typer.Exit(1)
 
 
-__all__ = ["MAX_SIZE", "RANGES", "Range", "check_corpus_fits", "check_options", "corpus_problems", "option_problems"]
+__all__ = ["MAX_SIZE", "RANGES", "Range", "check_corpus_fits", "check_options", "corpus_problems", "option_problems", "run_batches"]

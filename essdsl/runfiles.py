@@ -259,8 +259,7 @@ def read_metrics(path: PathLike) -> list[dict]:
             record = json.loads(line, parse_constant=_reject_constant)
         except ValueError as exc:
             raise RunFileError(f"{path}:{number}: error: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-        record = {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()} if isinstance(record, dict) else record
-        rows.append(validate(MetricsRecord, record, path, f":{number}"))
+        rows.append(validate(MetricsRecord, _restore_non_finite(record), path, f":{number}"))
     return rows
 
 
@@ -272,6 +271,17 @@ def json_safe(value):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
+    return value
+
+
+def _restore_non_finite(value):
+    """The inverse of :func:`json_safe`, at any depth."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_non_finite(v) for v in value]
     return value
 
 

@@ -18,7 +18,7 @@ import typer
 
 from . import app
 from ..files import check_run_folder, remove_stale_temp_files
-from ..options import check_corpus_fits, check_options
+from ..options import check_corpus_fits, check_options, run_batches
 from .common import fail, fail_space
 
 # Sizes and hyperparameters used on the built-in synthetic corpus (no --data):
@@ -293,6 +293,7 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
     or the resumed one after checking that the data is what it was started with."""
     from ..search import atomic_write_text, data_fingerprint
 
+    check_corpus_fits(corpus, run_batches(cfg))  # before anything is written
     fingerprint = data_fingerprint(corpus)
     if resume is not None:
         if run.get("data_fingerprint") != fingerprint:
@@ -526,7 +527,6 @@ def search(
     space_name = graph.name
     _set_threads(threads, max(sizes.values()))
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
-    check_corpus_fits(corpus, [("train", cfg.batch_size), ("valid", cfg.batch_size), ("valid", cfg.eval_batch_size)])
     from ..derive import arch_summary
 
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
@@ -680,7 +680,6 @@ def train(
     if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
-    check_corpus_fits(corpus, [("train", cfg.batch_size), ("valid", cfg.eval_batch_size)])
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"], compile_mode=_compile_mode(compile_, dev))
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]}
     run_dir, run = _open_run(
