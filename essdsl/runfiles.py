@@ -164,12 +164,12 @@ def _checkpoint_schema():
         history: list[dict[str, Any]]
         best_model: Optional[dict[str, Tensor]] = None
         config: dict[str, Any]
-        # what the CLI stores for eval (absent in checkpoints of a bare Trainer)
-        kind: Optional[Literal["search", "train"]] = None
-        space_text: Optional[str] = None
-        space_path: Optional[str] = None
-        sizes: Optional[dict[str, int]] = None
-        model_config_: Optional[dict[str, Any]] = Field(None, alias="model_config")
+        # what the CLI stores for eval: absent in checkpoints of a bare Trainer, never null
+        kind: Literal["search", "train"] = None
+        space_text: str = None
+        space_path: str = None
+        sizes: dict[str, int] = None
+        model_config_: dict[str, Any] = Field(None, alias="model_config")
         data: Optional[str] = None
         synthetic_tokens: Optional[int] = None
 
