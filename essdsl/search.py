@@ -33,9 +33,7 @@ import contextlib
 import copy
 import hashlib
 import io
-import json
 import math
-import os
 import random
 import signal
 import time
@@ -46,11 +44,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from . import files, runfiles
 from .data import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
 
 ARCH_PREFIX = "arch."
 CHECKPOINT_FORMAT = "essdsl-checkpoint-1"
 MAX_ROLLBACKS = 3
+ABSURD_LOSS_FACTOR = 10.0  # see usable_validation_loss
 
 
 class RunError(Exception):
@@ -103,15 +103,8 @@ class RunConfig:
 
 # ----------------------------------------------------------------- files
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (see :mod:`essdsl.files`)."""
+    files.atomic_write_bytes(path, data)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -125,18 +118,12 @@ def atomic_torch_save(obj, path) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    """``torch.load(weights_only=True)`` with a clear error for missing or corrupt files."""
-    path = Path(path)
-    if not path.exists():
-        raise RunError(f"no checkpoint at {path}")
+    """The checkpoint at ``path``, verified (see :func:`essdsl.runfiles.load_checkpoint`:
+    checksum, ``torch.load(weights_only=True)``, schema); a clear RunError otherwise."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunError(f"checkpoint {path} is corrupt or not an essdsl checkpoint ({first[:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path} is not an essdsl checkpoint (format {CHECKPOINT_FORMAT} expected)")
-    return state
+        return runfiles.load_checkpoint(path, CHECKPOINT_FORMAT)
+    except runfiles.RunFileError as exc:
+        raise RunError(str(exc)) from None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -469,7 +456,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         state = self.state_dict()
-        atomic_torch_save(state, self.checkpoint_path)
+        runfiles.save_checkpoint(state, self.checkpoint_path)  # with its sha256 in the run manifest
         self._good_state = state
         return self.checkpoint_path
 
@@ -566,11 +553,7 @@ class Trainer:
 
     def _rollback(self, reason: str) -> None:
         if self.rollbacks >= MAX_ROLLBACKS or self._good_state is None:
-            raise Diverged(
-                f"{reason} even after halving the learning rate {MAX_ROLLBACKS} times "
-                f"(lr now {self.lr:g}); last good state is in {self.checkpoint_path}. "
-                "Try a smaller --lr or --arch-lr."
-            )
+            raise Diverged(divergence_message(reason, self.lr, self.checkpoint_path, self.notes))
         good = self._good_state
         new_lr = self.lr / 2
         rollbacks = self.rollbacks + 1
@@ -630,8 +613,8 @@ class Trainer:
     def _end_epoch(self) -> None:
         cfg = self.cfg
         valid_loss = self.evaluate()
-        if not math.isfinite(valid_loss) or not all(torch.isfinite(p).all() for p in self.weights.values()):
-            self._rollback(f"the validation loss became {valid_loss} at the end of epoch {self.epoch + 1}")
+        if not usable_validation_loss(valid_loss, self.corpus.vocab) or not all(torch.isfinite(p).all() for p in self.weights.values()):
+            self._rollback(f"the validation loss became {valid_loss:g} at the end of epoch {self.epoch + 1}")
             return
         train_loss = self.epoch_loss_sum / max(self.epoch_tokens, 1)
         record = {
@@ -679,6 +662,28 @@ class Trainer:
                 if "ax" in st and id(p) in names:
                     state[names[id(p)]] = st["ax"].detach().cpu().clone()
         return state
+
+
+def usable_validation_loss(loss: float, vocab: int) -> bool:
+    """Whether a state with this validation loss may become the state a rollback
+    returns to: finite, and not absurd.  Guessing uniformly costs log(vocab) nats
+    a token; a model ten times worse than that (e.g. 5.6e20 nats) has diverged
+    even though the number is finite."""
+    return math.isfinite(loss) and loss <= ABSURD_LOSS_FACTOR * max(math.log(max(vocab, 2)), 2.0)
+
+
+def divergence_message(reason: str, lr: float, checkpoint: Path, notes: list[str]) -> str:
+    """Why a run stopped: the rollbacks tried so far, and the last good state only
+    if it is on disk (a run that diverges in its first epoch has no checkpoint)."""
+    if Path(checkpoint).exists():
+        where = f"the last good state is in {checkpoint} (from the end of the last good epoch)"
+    else:
+        where = "no checkpoint was written yet (the run diverged before its first epoch ended)"
+    tried = "".join(f"\n  rollback: {note}" for note in notes)
+    return (
+        f"{reason} even after halving the learning rate {MAX_ROLLBACKS} times (lr now {lr:g}); {where}. "
+        f"Try a smaller --lr or --arch-lr.{tried}"
+    )
 
 
 def _ppl(loss: float) -> float:
@@ -748,7 +753,7 @@ class StopOnSigint:
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """``metrics.jsonl``: one JSON line per epoch, rewritten atomically."""
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+    text = "".join(runfiles.metrics_line(r) for r in history)
     atomic_write_text(Path(run_dir) / "metrics.jsonl", text)
 
 

@@ -56,8 +56,13 @@ from . import study  # noqa: E402,F401  (registers sample, study run/report)
 
 
 def main() -> None:
+    from ..files import OutputError
+
     try:
         app()
+    except OutputError as exc:  # any output file that cannot be written (full disk, read-only, ...)
+        print(f"essdsl: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

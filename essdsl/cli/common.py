@@ -40,13 +40,10 @@ def fail_space(exc: SpaceError) -> NoReturn:
 
 
 def parse_sizes(ninp: Optional[int], nhid: Optional[int], vocab: Optional[int]) -> dict:
-    sizes = {}
-    for key, value in (("ninp", ninp), ("nhid", nhid), ("vocab", vocab)):
-        if value is not None:
-            if value <= 0:
-                fail(f"--{key} must be a positive integer, got {value}")
-            sizes[key] = value
-    return sizes
+    from ..options import check_options
+
+    check_options({"ninp": ninp, "nhid": nhid, "vocab": vocab})
+    return {key: value for key, value in (("ninp", ninp), ("nhid", nhid), ("vocab", vocab)) if value is not None}
 
 
 __all__ = ["print_report", "summary_line", "fail", "fail_space", "parse_sizes", "Diagnostic"]

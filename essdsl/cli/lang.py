@@ -8,9 +8,7 @@ anything a user can fix.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -88,25 +86,13 @@ def _read_bytes(path: Path) -> Optional[bytes]:
     return None
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, inputs=()) -> None:
     """Replace ``path`` with ``text`` through a temporary file in the same folder,
-    so a reader never sees half a file and a crash leaves the original intact."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as tmp:
-            tmp.write(text)
-        try:
-            os.chmod(tmp_name, path.stat().st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
+    so a reader never sees half a file and a crash leaves the original intact;
+    refuses to write over one of ``inputs`` (see :mod:`essdsl.files`)."""
+    from ..files import atomic_write_text
+
+    atomic_write_text(path, text, inputs)
 
 
 # ----------------------------------------------------------------- fmt
@@ -205,7 +191,7 @@ def show(
         typer.echo(text, nl=False)
         return
     try:
-        write_atomically(output, text)
+        write_atomically(output, text, inputs=[file])
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
     typer.echo(f"wrote {output}", err=True)

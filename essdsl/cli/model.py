@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from . import app
+from ..options import check_options
 from .common import fail, parse_sizes, print_report
 
 
@@ -39,6 +40,7 @@ def compile_command(
     Writes build/<name>.pt (loadable with plain torch.jit.load) and
     build/<name>.manifest.json (what every architecture weight stands for).
     """
+    check_options(locals())
     if impl not in ("generated", "reference"):
         fail(f"--impl must be 'generated' or 'reference', got {impl!r}")
     if vocab <= 0:
@@ -58,6 +60,8 @@ def compile_command(
     from ..compile import ModelConfig, build_manifest, build_model, generate_source
     from ..compile.config import embedding_dim
     from ..compile.manifest import save_artifact, save_manifest, save_state
+    from ..files import check_output_path
+    from ..runfiles import sha256_file
 
     config = ModelConfig(vocab=vocab, search=not discrete) if trained is None else ModelConfig(**trained["model_config"])
     try:
@@ -80,12 +84,15 @@ def compile_command(
     # its artifact is the state dict (same names as the generated module's).
     manifest["artifact"] = "torchscript" if impl == "generated" else "state_dict"
     artifact = output or Path("build") / f"{graph.name}.pt"
-    manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
     try:
+        check_output_path(artifact, [file])
+        manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
+        check_output_path(manifest_path, [file])
         (save_artifact if impl == "generated" else save_state)(model, artifact)
+        manifest["artifact_sha256"] = sha256_file(artifact)  # verified by 'essdsl search ARTIFACT'
         save_manifest(manifest, manifest_path)
     except OSError as exc:
-        fail(f"cannot write {artifact}: {exc.strerror or exc}")
+        fail(str(exc))
     elapsed = time.perf_counter() - start
     counts = manifest["parameters"]
     what = "supernet" if config.search and manifest["arch"] else "model"
@@ -151,6 +158,7 @@ def bench_command(
 
     Example: essdsl bench spaces/darts_rnn.space --batch 64 --repeats 3 --json bench.json
     """
+    check_options(locals())
     import torch
 
     from ..check import check_file

@@ -17,6 +17,8 @@ from typing import Optional
 import typer
 
 from . import app
+from ..files import check_run_folder, remove_stale_temp_files
+from ..options import check_corpus_fits, check_options, run_batches
 from .common import fail, fail_space
 
 # Sizes and hyperparameters used on the built-in synthetic corpus (no --data):
@@ -90,19 +92,13 @@ def _resolve_space(target: str, ninp: Optional[int], nhid: Optional[int]) -> dic
     """
     p = Path(target)
     if p.suffix == ".pt":
-        manifest_path = p.with_suffix("").with_suffix(".manifest.json") if p.name.endswith(".pt") else p
-        manifest_path = p.parent / (p.name[: -len(".pt")] + ".manifest.json")
-        if not p.exists():
-            fail(f"{p}: no such compiled artifact (compile one with 'essdsl compile SPACE')")
-        if not manifest_path.exists():
-            fail(f"{p} has no manifest beside it ({manifest_path} is missing); recompile with 'essdsl compile'")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            space_info = manifest["space"]
-            space_path = Path(space_info["path"])
-            want = space_info["sha256"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            fail(f"{manifest_path} is not a valid artifact manifest ({type(exc).__name__}: {exc})")
+        from ..runfiles import RunFileError, read_artifact_manifest
+
+        try:  # the manifest's schema, and the artifact's bytes against its checksum
+            manifest, manifest_path = read_artifact_manifest(p)
+        except RunFileError as exc:
+            fail(str(exc))
+        space_path, want = Path(manifest["space"]["path"]), manifest["space"]["sha256"]
         if not space_path.is_absolute() and not space_path.exists():
             space_path = (manifest_path.parent / space_path).resolve() if (manifest_path.parent / space_path).exists() else space_path
         text, sha = _read_space_source(space_path)
@@ -297,20 +293,23 @@ def _versions() -> dict:
 
 
 def _read_run_manifest(run_dir: Path) -> dict:
+    from ..runfiles import RunFileError, read_run_manifest
+
     path = run_dir / RUN_MANIFEST
     if not run_dir.exists():
         fail(f"run folder {run_dir} does not exist")
     if not path.exists():
         fail(f"{run_dir} is not an essdsl run folder ({RUN_MANIFEST} is missing)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail(f"{path} is damaged ({exc})")
+        return read_run_manifest(run_dir)
+    except RunFileError as exc:
+        fail(str(exc))
 
 
 def _resumed_run(run_dir: Path, kind: str, noun: str) -> dict:
     """The manifest of the run to continue with --resume, which must be a ``kind`` run."""
     run = _read_run_manifest(run_dir)
+    remove_stale_temp_files(run_dir)  # left by a kill during an atomic write
     if run.get("kind") != kind:
         fail(f"{run_dir} is a '{run.get('kind')}' run, not {noun}")
     return run
@@ -454,6 +453,7 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
     or the resumed one after checking that the data is what it was started with."""
     from ..search import atomic_write_text, data_fingerprint
 
+    check_corpus_fits(corpus, run_batches(cfg))  # before anything is written
     fingerprint = data_fingerprint(corpus)
     if resume is not None:
         if run.get("data_fingerprint") != fingerprint:
@@ -528,8 +528,8 @@ def _arch_tensors(model, manifest: dict) -> dict:
 def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None) -> tuple[Path, str]:
     from ..derive import DeriveError, derive_choices, genotype_text, retained_weights
     from ..errors import SpaceError
+    from ..files import atomic_write_text
     from ..parse import parse_space
-    from ..search import atomic_write_text
 
     try:
         choices = derive_choices(run["model_manifest"], arch)
@@ -549,7 +549,7 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
     except (DeriveError, SpaceError) as exc:
         fail(f"cannot derive a genotype: {exc}")
     path = out or (run_dir / "genotype.space")
-    atomic_write_text(path, text)
+    atomic_write_text(path, text, inputs=[run["space"]["path"]])  # never over the searched space
     return path, text
 
 
@@ -666,6 +666,8 @@ def search(
     final_epochs: Optional[int] = typer.Option(None, "--final-epochs", envvar="ESSDSL_FINAL_EPOCHS", help="then train the derived genotype from scratch for N epochs in RUN_DIR/final and report its valid ppl (default 3 on the synthetic corpus, 0 with --data: use 'essdsl train')"),
 ) -> None:
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
+    check_options(locals())
+    check_run_folder(out)
     if order not in ("first", "second"):
         fail(f"--order must be 'first' or 'second', not '{order}'")
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size)
@@ -868,6 +870,8 @@ def train(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", envvar="ESSDSL_COMPILE", show_default="decided per run", help="run one time step under torch.compile (faster steps after a one-time compile, cached between runs). Default: compile only where the run is long enough to repay the compile (the choice and why are printed); env ESSDSL_COMPILE=1/0 forces it"),
 ) -> None:
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
+    check_options(locals())
+    check_run_folder(out)
     _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt)
     dev = _device(device)
     space = _resolve_space(genotype, ninp, nhid)
@@ -948,6 +952,7 @@ def evaluate(
     bptt: int = typer.Option(35, "--bptt", help="evaluation segment length"),
 ) -> None:
     """Print the perplexity of a trained model on the valid or test split."""
+    check_options(locals())
     if split not in ("valid", "test"):
         fail(f"--split must be valid or test, not '{split}'")
     if checkpoint.is_dir():
@@ -972,6 +977,7 @@ def evaluate(
     data_dir = data if data is not None else state.get("data")
     seed = int(state.get("config", {}).get("seed", 0))
     corpus = _load_corpus(data_dir, seed, state.get("synthetic_tokens") if data is None else None)
+    check_corpus_fits(corpus, [(split, batch_size)])
     if corpus.vocab != model_cfg["vocab"]:
         fail(f"the data has a vocabulary of {corpus.vocab} words but the model was trained with {model_cfg['vocab']}")
     graph = _load_graph_text(text, path, sizes)
@@ -997,17 +1003,12 @@ def evaluate(
 
 # ----------------------------------------------------------------- compare
 def _read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                fail(f"{path} is damaged (a line is not JSON)")
-    return rows
+    from ..runfiles import RunFileError, read_metrics
+
+    try:
+        return read_metrics(run_dir / "metrics.jsonl")
+    except RunFileError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -1143,8 +1144,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = out or run_dir / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = out or run_dir / "plots"  # created by the first write (a clear error if it is a file)
     from ..search import atomic_write_bytes
 
     def save(fig, name):

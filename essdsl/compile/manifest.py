@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -135,14 +134,15 @@ def script_model(model):
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``write(buffer)`` serializes into memory; :func:`essdsl.files.atomic_write_bytes`
+    puts it on disk (torch writing to a full disk itself aborts the process)."""
+    import io
+
+    from ..files import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_artifact(model, path: Union[str, Path]) -> Path:
@@ -152,7 +152,7 @@ def save_artifact(model, path: Union[str, Path]) -> Path:
     scripted = model if isinstance(model, torch.jit.ScriptModule) else script_model(model)
     target = Path(path)
     with _quiet_jit("save"):
-        _atomic_write(target, lambda tmp: torch.jit.save(scripted, str(tmp)))
+        _atomic_write(target, lambda buffer: torch.jit.save(scripted, buffer))
     return target
 
 
@@ -161,11 +161,11 @@ def save_state(model, path: Union[str, Path]) -> Path:
     import torch
 
     target = Path(path)
-    _atomic_write(target, lambda tmp: torch.save(model.state_dict(), str(tmp)))
+    _atomic_write(target, lambda buffer: torch.save(model.state_dict(), buffer))
     return target
 
 
 def save_manifest(manifest: dict, path: Union[str, Path]) -> Path:
     target = Path(path)
-    _atomic_write(target, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8"))
+    _atomic_write(target, lambda buffer: buffer.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8")))
     return target
