@@ -50,14 +50,16 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .options import RANGES
 from .sample import SampleError
 
 TASKS = ("lm",)
 DONE = "study-done.json"
 TEST = "test.json"
 LOG = "study-log.jsonl"
-# epochs given with --max-steps so that the step budget, not the epoch count, ends a run
-UNBOUNDED_EPOCHS = 1_000_000
+# epochs given with --max-steps so that the step budget, not the epoch count, ends a run:
+# the largest count the options table accepts (essdsl/options.py)
+UNBOUNDED_EPOCHS = int(RANGES["epochs"].high)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
