@@ -322,13 +322,6 @@ def _run_settings(run: dict) -> tuple:
     return RunConfig.from_dict(run["config"]), run.get("data"), run["dropouts"], run.get("synthetic_tokens")
 
 
-def _require_positive(**options: Optional[int]) -> None:
-    """``--name`` options that, when given, must be positive integers."""
-    for name, value in options.items():
-        if value is not None and value < 1:
-            fail(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-
-
 def _check_same_run(run: dict, space: dict, sizes: dict, what: str) -> None:
     if run["space"]["sha256"] != space["sha256"]:
         fail(
@@ -670,7 +663,6 @@ def search(
     check_run_folder(out)
     if order not in ("first", "second"):
         fail(f"--order must be 'first' or 'second', not '{order}'")
-    _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size)
     dev = _device(device)
     space = _resolve_space(space_or_artifact, ninp, nhid)
     run = None
@@ -872,7 +864,6 @@ def train(
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
     check_options(locals())
     check_run_folder(out)
-    _require_positive(epochs=epochs, max_steps=max_steps, batch_size=batch_size, bptt=bptt)
     dev = _device(device)
     space = _resolve_space(genotype, ninp, nhid)
     run = None
