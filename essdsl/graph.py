@@ -26,6 +26,7 @@ import networkx as nx
 
 from . import ir
 from .errors import Diagnostic, error
+from .limits import max_size, size_limit_message
 
 DEFAULT_SIZES = {"ninp": 300, "nhid": 300, "vocab": 10000}
 
@@ -244,12 +245,19 @@ class _Resolver:
             if dim.value <= 0:
                 self.err("a size must be a positive integer", dim.span, "bad-dim")
                 return None
-            return dim.value
+            return self.within_size_limit("size", dim.value, dim)
         if dim.symbol not in self.sizes:
             known = ", ".join(sorted(k for k in self.sizes if k != "vocab"))
             self.err(f"unknown size '{dim.symbol}' (known sizes: {known})", dim.span, "bad-dim")
             return None
-        return self.sizes[dim.symbol]
+        return self.within_size_limit(f"size '{dim.symbol}' =", self.sizes[dim.symbol], dim)
+
+    def within_size_limit(self, what: str, value: int, dim: ir.Dim) -> Optional[int]:
+        """``value``, or None after reporting it at ``dim`` when it exceeds the size limit."""
+        if value > max_size():
+            self.err(size_limit_message(what, value), dim.span, "size-limit")
+            return None
+        return value
 
     # -- references
     def ref_key(self, ref: ir.Ref) -> Optional[str]:
