@@ -11,7 +11,7 @@ import functools
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from lark import Lark, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -35,59 +35,14 @@ def grammar_text() -> str:
     return repo.read_text(encoding="utf-8")
 
 
-def _grammar_cache_file(grammar: str) -> Optional[Path]:
-    """Where the built LALR tables are cached: ``$ESSDSL_CACHE`` or ``~/.cache/essdsl``
-    (``$XDG_CACHE_HOME/essdsl``), named by a hash of the grammar, Lark and Python
-    versions.  None when no such folder can be created (then nothing is cached)."""
-    import hashlib
-    import os
-    import sys
-
-    import lark
-
-    key = f"{grammar}\0{lark.__version__}\0{sys.version_info[:2]}".encode("utf-8")
-    name = f"space-grammar-{hashlib.sha256(key).hexdigest()[:24]}.lark"
-    if os.environ.get("ESSDSL_CACHE"):
-        folder = Path(os.environ["ESSDSL_CACHE"])
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        folder = Path(base) / "essdsl"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return folder / name
-
-
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     """The LALR parser.  Building its tables takes ~0.1 s, so they are cached on
-    disk (Lark's ``cache=``); a missing or unwritable cache only costs that time."""
-    import os
+    disk as plain data (:mod:`essdsl.grammar_cache`: never a pickle, never from a
+    folder others can write); a missing or untrusted cache only costs that time."""
+    from .grammar_cache import load_parser
 
-    grammar = grammar_text()
-    options = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
-    try:
-        cache_file = _grammar_cache_file(grammar)
-    except (OSError, RuntimeError):  # no home folder, unreadable environment
-        cache_file = None
-    if cache_file is None:
-        return Lark(grammar, **options)
-    if cache_file.exists():
-        # Lark checks the grammar's hash stored in the file and rebuilds on mismatch.
-        return Lark(grammar, cache=str(cache_file), **options)
-    # First run: let Lark write a private file, then move it into place in one
-    # step so that a concurrent reader never sees half a cache.
-    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-    parser = Lark(grammar, cache=str(tmp), **options)
-    try:
-        os.replace(tmp, cache_file)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-    return parser
+    return load_parser(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
 
 
 def _span(meta_or_token) -> ir.Span:
