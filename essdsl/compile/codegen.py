@@ -19,11 +19,10 @@ import builtins
 import hashlib
 import importlib.util
 import keyword
-import os
+import linecache
 import re
 import sys
-import tempfile
-from pathlib import Path
+import types
 from typing import Optional
 
 from .. import __version__
@@ -662,40 +661,40 @@ def generate_source(graph: CellGraph, config: ModelConfig) -> str:
     return _Generator(graph, config).source()
 
 
-def _cache_dir() -> Path:
-    candidates = []
-    if os.environ.get("ESSDSL_CACHE"):
-        candidates.append(Path(os.environ["ESSDSL_CACHE"]) / "generated")
-    candidates.append(Path.home() / ".cache" / "essdsl" / "generated")
-    candidates.append(Path(tempfile.gettempdir()) / f"essdsl-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / "generated")
-    for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-            return path
-        except OSError:
-            continue
-    raise OSError("no writable cache directory for generated modules")
+class _GeneratedLoader:
+    """The loader of a generated module: it hands out the source it was made from, so
+    ``inspect.getsource`` (which TorchScript needs) works without any file."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def get_source(self, name: str) -> str:
+        return self.source
 
 
 def load_source(source: str, graph: CellGraph):
-    """Write ``source`` to the cache (named by its hash) and import it; returns the model class."""
+    """Execute ``source`` as a module (named by its hash) and return the model class.
+
+    The module is built straight from the string just generated: nothing is written
+    to or imported from a cache folder (an earlier version imported ``<hash>.py``
+    from ``~/.cache/essdsl`` or ``/tmp/essdsl-<uid>``, so whoever could write there
+    ran code).  The source is registered with :mod:`linecache` under a name that is
+    not a path, which is all TorchScript's ``inspect.getsource`` needs."""
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
     module_name = f"essdsl_generated_{digest[:20]}"
     module = sys.modules.get(module_name)
     if module is None:
-        path = _cache_dir() / f"{digest}.py"
-        if not path.exists() or path.read_text(encoding="utf-8") != source:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(source, encoding="utf-8")
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
+        filename = f"<essdsl-generated-{digest[:20]}>"
+        loader = _GeneratedLoader(source)
+        module = types.ModuleType(module_name)
+        module.__file__ = filename
+        module.__loader__ = loader
+        module.__spec__ = importlib.util.spec_from_loader(module_name, loader, origin=filename)
+        # mtime None: linecache.checkcache keeps the entry although no such file exists
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         sys.modules[module_name] = module
         try:
-            spec.loader.exec_module(module)
+            exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - our own generated code
         except BaseException:
             del sys.modules[module_name]
             raise
