@@ -11,14 +11,20 @@ state-dict keys of ordinary spaces do not change.
 
 from __future__ import annotations
 
+import functools
 import keyword
-
-from torch import nn
 
 PREFIX = "nd_"
 
-# An instance, not the class: ``training`` and ``_parameters`` are set in __init__.
-_PROBE = nn.ModuleDict()
+
+@functools.lru_cache(maxsize=1)
+def _module_attributes() -> frozenset[str]:
+    """Every attribute of a ModuleDict instance (``training`` and ``_parameters`` are set
+    in __init__, so the class alone misses them).  torch is imported only here: the
+    language commands (stats reads generated code) must not load it."""
+    from torch import nn
+
+    return frozenset(dir(nn.ModuleDict()))
 
 
 def _unsafe(name: str) -> bool:
@@ -26,7 +32,7 @@ def _unsafe(name: str) -> bool:
         not name.isidentifier()
         or keyword.iskeyword(name)
         or name.startswith("_")  # private (__x is mangled inside a class) or nn.Module internals
-        or hasattr(_PROBE, name)
+        or name in _module_attributes()
         or name.startswith(PREFIX)
     )
 
