@@ -58,7 +58,7 @@ def source_excerpt(source: str, line: int, column: int, end_column: int = 0) -> 
         prefix = "..." if start > 0 else ""
         suffix = "..." if start + MAX_EXCERPT < len(src_line) else ""
         src_line, start = prefix + shown + suffix, start - len(prefix)
-        width = min(width, MAX_EXCERPT)
+        width = max(1, min(width, len(src_line) - (column - 1 - start)))
     caret = " " * max(0, column - 1 - start) + "^" + "~" * (width - 1)
     return src_line, caret
 
