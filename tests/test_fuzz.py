@@ -4,11 +4,17 @@ Three sources of input: random bytes, random text, and random character- or
 token-level mutations of the shipped spaces and genotypes (which reach far
 deeper into the resolver and checker than random text does).  Every error
 diagnostic for non-empty text must point at a line, so the CLI can show it.
+
+The last tests run a bounded, seeded slice of ``bench/fuzz_lang.py`` (the long
+fuzz: 100,000 inputs, see the README): mutants aimed at the language's limits
+through check, fmt, show, stats and diff, and a few compiled.
 """
 
 from __future__ import annotations
 
+import random
 import re
+import sys
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -154,3 +160,26 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash():
     _, report = check_text(text)
     assert not report.ok
     assert all(d.line >= 1 for d in report.diagnostics)
+
+
+sys.path.insert(0, str(ROOT / "bench"))
+import fuzz_lang  # noqa: E402
+
+
+def test_seeded_mutants_pass_through_every_language_stage():
+    """~10 s: 1,200 mutants (a third aimed at a limit) through check/fmt/show/stats/diff."""
+    summary = fuzz_lang.run(inputs=1200, seed=12, compile_every=0, findings_dir=None, progress_every=0)
+    assert summary["findings"] == 0, "see the FINDING lines above"
+    assert summary["checked_clean"] > 50  # the mutants reach past the parser into the checker
+
+
+def test_a_few_clean_mutants_compile_and_match_the_reference():
+    rng = random.Random(5)
+    compiled = 0
+    for _ in range(400):
+        base, source = fuzz_lang.mutant(rng)
+        if isinstance(source, str) and fuzz_lang.exercise(source, base, compile_model=True):
+            compiled += 1
+            if compiled == 3:
+                break
+    assert compiled == 3
