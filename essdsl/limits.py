@@ -17,8 +17,9 @@ import os
 MAX_NUMBER_DIGITS = 18  # digits in one number literal (any int64 fits)
 MAX_NAME_LENGTH = 128  # characters in one name
 MAX_NESTING = 50  # brackets ( [ { open at once, anywhere in a file
-MAX_OPERATORS = 100  # + - * operators in one node's expression
+MAX_OPERATORS = 100  # + - * operators and arguments after a call's first, in one node's expression
 MAX_NODES = 1_000  # node statements in one cell
+MAX_CELL_EDGES = 20_000  # candidate sources of mixed nodes + operands of expressions, ranges expanded
 MAX_DIAGNOSTICS = 50  # diagnostics printed per file; the rest are counted
 MAX_EXCERPT = 160  # characters of a source line shown under a diagnostic
 

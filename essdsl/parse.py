@@ -525,13 +525,15 @@ def tree_limit_diagnostics(tree) -> list[Diagnostic]:
                     continue
                 if item.data in _OPERATOR_RULES and len(children) == 2:
                     operands.append(_start(children[1]))
+                elif item.data == "call":  # children: the function's name, then the arguments
+                    operands.extend(_start(argument) for argument in children[2:])
                 stack.extend(children)
             if len(operands) > limits.MAX_OPERATORS:
                 line, column = sorted(operands)[limits.MAX_OPERATORS]
                 diagnostics.append(
                     Diagnostic(
                         "error",
-                        f"expression too long: {len(operands)} operators (+, -, *) where the limit is "
+                        f"expression too long: {len(operands)} operators (+, -, *) and extra arguments where the limit is "
                         f"{limits.MAX_OPERATORS}; split it over several nodes",
                         line, column, code="limit",
                     )
