@@ -14,7 +14,8 @@ allows, or ``fmt`` not idempotent or changing the meaning.
     nice -n 10 python bench/fuzz_lang.py --inputs 100000 --seed 0 [--compile-every 2000]
 
 Prints progress, then a summary line; exits 1 when anything was found (the
-findings, with the input that caused each, go to ``--findings DIR``).
+findings, with the input that caused each, go to ``--findings DIR``).  SIGTERM
+or Ctrl-C stops it after the current input, still printing the summary.
 ``tests/test_fuzz.py`` runs the same code on a few hundred inputs.
 """
 
@@ -266,7 +267,12 @@ def run(inputs: int, seed: int, compile_every: int, findings_dir: Optional[Path]
     counts = {"inputs": 0, "checked_clean": 0, "compiled": 0, "findings": 0}
     want_compile = False
     start = time.perf_counter()
+    counts["interrupted"] = False
     for number in range(inputs):
+        if _stop_requested:
+            counts["interrupted"] = True
+            inputs = number
+            break
         base, source = mutant(rng)
         want_compile = want_compile or (compile_every > 0 and number % compile_every == 0)
         try:
@@ -292,7 +298,20 @@ def run(inputs: int, seed: int, compile_every: int, findings_dir: Optional[Path]
     return counts
 
 
+_stop_requested = False
+
+
+def _request_stop(signum, frame) -> None:
+    """SIGTERM/SIGINT: finish the current input, then print the summary of what ran."""
+    global _stop_requested
+    _stop_requested = True
+
+
 def main(argv=None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=100_000, help="how many mutants [100000]")
     parser.add_argument("--seed", type=int, default=0)
@@ -304,7 +323,7 @@ def main(argv=None) -> int:
     summary["seed"] = args.seed
     line = (
         f"{summary['inputs']} inputs (seed {args.seed}): {summary['findings']} findings, {summary['checked_clean']} checked clean, "
-        f"{summary['compiled']} compiled, {summary['seconds']} s"
+        f"{summary['compiled']} compiled, {summary['seconds']} s" + (" (stopped early)" if summary["interrupted"] else "")
     )
     print(line)
     if args.json:
