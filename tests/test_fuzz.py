@@ -13,7 +13,6 @@ through check, fmt, show, stats and diff, and a few compiled.
 from __future__ import annotations
 
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -27,18 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "spaces").glob("*.space")) + sorted((ROOT / "genotypes").glob("*.space"))
 SHIPPED_TEXTS = [p.read_text(encoding="utf-8") for p in SHIPPED]
 
-# Pieces of the language that mutations splice in, so that many mutants still parse.
-TOKENS = [
-    "space", "genotype", "ops", "defaults", "provenance", "cell", "input", "state", "node", "mix",
-    "from", "output", "pairs", "transform", "combine", "select", "keep", "norm", "dim",
-    "highway", "project", "linear", "mean", "tanh", "relu", "sigmoid", "identity", "zero", "neg",
-    "sum", "product", "edge_softmax", "node_softmax", "batchnorm", "none",
-    "s0", "s1", "s9", "h", "c", "x", "ninp", "nhid", "vocab", "rnn_ops",
-    "t", "t-1", "t-9", "[t]", "[t-1]", "[t-3..t-1]", "[t-1..t]", "..", "0", "1", "2", "-1", "1e999",
-    "{", "}", "(", ")", "[", "]", ",", "=", ":", "*", "+", "-", "#", '"', "\n", " ",
-    "h[t]", "h[t-1]", "x[t]", "s0..s3", "carry = h[t-1]", "dim = nhid", "keep 9", "\x00", "\ufeff",
-]
-TOKEN_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|\.\.|#[^\n]*|\s+|.", re.DOTALL)
+# The language pieces mutations splice in (so that many mutants still parse) and the
+# tokenizer, shared with the long fuzz in bench/.
+sys.path.insert(0, str(ROOT / "bench"))
+import fuzz_lang  # noqa: E402
+from fuzz_lang import TOKENS  # noqa: E402
 
 FUZZ_SETTINGS = settings(
     max_examples=150,
@@ -79,49 +71,32 @@ def test_random_token_soup_never_raises(text):
     assert_reported(text)
 
 
+class DrawnChoices:
+    """The part of random.Random that bench/fuzz_lang.py's mutations use, drawn from
+    hypothesis instead, so that the same mutations shrink to a minimal failing input."""
+
+    def __init__(self, data: st.DataObject):
+        self.data = data
+
+    def randint(self, low: int, high: int) -> int:
+        return self.data.draw(st.integers(low, high))
+
+    def randrange(self, stop: int) -> int:
+        return self.data.draw(st.integers(0, stop - 1))
+
+    def choice(self, options):
+        return self.data.draw(st.sampled_from(options))
+
+    def random(self) -> float:
+        return self.data.draw(st.floats(0.0, 1.0, exclude_max=True))
+
+
 def _mutate_characters(data: st.DataObject, text: str) -> str:
-    for _ in range(data.draw(st.integers(1, 6), label="mutations")):
-        if not text:
-            break
-        position = data.draw(st.integers(0, len(text) - 1), label="position")
-        action = data.draw(st.sampled_from(["delete", "insert", "duplicate", "swap"]), label="action")
-        if action == "delete":
-            length = data.draw(st.integers(1, 12))
-            text = text[:position] + text[position + length :]
-        elif action == "insert":
-            piece = data.draw(st.one_of(st.sampled_from(TOKENS), st.characters()))
-            text = text[:position] + piece + text[position:]
-        elif action == "duplicate":
-            length = data.draw(st.integers(1, 40))
-            text = text[: position + length] + text[position : position + length] + text[position + length :]
-        else:
-            other = data.draw(st.integers(0, len(text) - 1), label="other")
-            i, j = sorted((position, other))
-            if i != j:
-                text = text[:i] + text[j] + text[i + 1 : j] + text[i] + text[j + 1 :]
-    return text
+    return fuzz_lang.mutate_characters(DrawnChoices(data), text)
 
 
 def _mutate_tokens(data: st.DataObject, text: str) -> str:
-    tokens = TOKEN_PATTERN.findall(text)
-    for _ in range(data.draw(st.integers(1, 5), label="mutations")):
-        if not tokens:
-            break
-        position = data.draw(st.integers(0, len(tokens) - 1), label="position")
-        action = data.draw(st.sampled_from(["delete", "insert", "duplicate", "swap", "replace"]), label="action")
-        if action == "delete":
-            del tokens[position]
-        elif action == "insert":
-            tokens.insert(position, data.draw(st.sampled_from(TOKENS)))
-        elif action == "duplicate":
-            length = data.draw(st.integers(1, 30))
-            tokens[position:position] = tokens[position : position + length]
-        elif action == "replace":
-            tokens[position] = data.draw(st.sampled_from(TOKENS))
-        else:
-            other = data.draw(st.integers(0, len(tokens) - 1), label="other")
-            tokens[position], tokens[other] = tokens[other], tokens[position]
-    return "".join(tokens)
+    return fuzz_lang.mutate_tokens(DrawnChoices(data), text)
 
 
 @FUZZ_SETTINGS
@@ -161,9 +136,6 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash():
     assert not report.ok
     assert all(d.line >= 1 for d in report.diagnostics)
 
-
-sys.path.insert(0, str(ROOT / "bench"))
-import fuzz_lang  # noqa: E402
 
 
 def test_seeded_mutants_pass_through_every_language_stage():
