@@ -213,3 +213,27 @@ def test_pairs_of_many_names_are_refused_before_they_are_built():
 def test_call_arguments_count_toward_the_expression_limit():
     errors = located(cell("mean(" + ", ".join(["x"] * (limits.MAX_OPERATORS + 2)) + ")"))
     assert [(e.line, e.column, e.code) for e in errors] == [(5, 15 + 3 * (limits.MAX_OPERATORS + 1), "limit")]
+
+
+def test_emit_python_prints_valid_code_for_keyword_and_attribute_names(tmp_path):
+    """`node if` once printed a SyntaxError-ridden module with exit 0 (issue 12 D4)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "names.space"
+    path.write_text(
+        "space names\nops o = {tanh, relu}\ndefaults { norm batchnorm }\ncell {\n  input x[t] : ninp\n  state h[t-1] : nhid\n"
+        "  node if = linear(x[t], h[t-1])\n  node training = mix { from if ops o }\n  node __init__ = mix { from training ops o }\n"
+        "  h[t] = __init__\n}\n",
+        encoding="utf-8",
+    )
+    root = Path(__file__).resolve().parent.parent
+    emitted = ""
+    for impl, extra in (("generated", ["--emit-python"]), ("reference", ["-o", str(tmp_path / "names.pt")])):
+        args = [sys.executable, "-m", "essdsl", "compile", str(path), "--nhid", "4", "--ninp", "4", "--impl", impl, *extra]
+        result = subprocess.run(args, capture_output=True, text=True, cwd=root, timeout=300)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        emitted = emitted or result.stdout
+    compile(emitted, "<emitted>", "exec")
+    assert "self.norms.nd_training" in emitted and "nd___init__" in emitted
