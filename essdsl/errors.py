@@ -27,13 +27,58 @@ class Diagnostic:
         where = f"{path}:{self.line}:{self.column}" if self.line else f"{path}"
         text = f"{where}: {self.severity}: {self.message}"
         if source is not None and self.line:
-            lines = source.splitlines()
-            if 0 < self.line <= len(lines):
-                src_line = lines[self.line - 1].expandtabs(1)
-                width = max(1, (self.end_column - self.column) if self.end_column > self.column else 1)
-                caret = " " * max(0, self.column - 1) + "^" + "~" * (width - 1)
-                text += f"\n  {src_line}\n  {caret}"
+            excerpt = source_excerpt(source, self.line, self.column, self.end_column)
+            if excerpt:
+                text += f"\n  {excerpt[0]}\n  {excerpt[1]}"
         return text
+
+
+# Characters that end a line for Python or a terminal but not for the parser: shown
+# as spaces in an excerpt so that one source line stays one printed line.
+_LINE_BREAK_LOOKALIKES = {ord(c): " " for c in "\t\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def source_excerpt(source: str, line: int, column: int, end_column: int = 0) -> Optional[tuple[str, str]]:
+    """The source line ``line`` (lines as the parser counts them: split at "\\n" only)
+    and a caret line under ``column``..``end_column``; long lines are cut to a window
+    of :data:`essdsl.limits.MAX_EXCERPT` characters around the column."""
+    from .limits import MAX_EXCERPT
+    from .parse import source_lines
+
+    lines = source_lines(source)
+    if not 0 < line <= len(lines):
+        return None
+    src_line = lines[line - 1].translate(_LINE_BREAK_LOOKALIKES)
+    column = max(1, column)
+    width = max(1, (end_column - column) if end_column > column else 1)
+    start = 0
+    if len(src_line) > MAX_EXCERPT:
+        start = max(0, min(column - 1 - MAX_EXCERPT // 4, len(src_line) - MAX_EXCERPT))
+        shown = src_line[start : start + MAX_EXCERPT]
+        prefix = "..." if start > 0 else ""
+        suffix = "..." if start + MAX_EXCERPT < len(src_line) else ""
+        src_line, start = prefix + shown + suffix, start - len(prefix)
+        width = max(1, min(width, len(src_line) - (column - 1 - start)))
+    caret = " " * max(0, column - 1 - start) + "^" + "~" * (width - 1)
+    return src_line, caret
+
+
+def render_diagnostics(diagnostics: Iterable[Diagnostic], path: str, source: Optional[str]) -> str:
+    """Every diagnostic sorted, at most :data:`essdsl.limits.MAX_DIAGNOSTICS` of them
+    rendered; the rest are counted in one closing line (a file with 30,000 repeats
+    of one mistake must not print 30,000 excerpts)."""
+    from .limits import MAX_DIAGNOSTICS
+
+    ordered = sorted(diagnostics, key=sort_key)
+    shown = [d.render(path, source) for d in ordered[:MAX_DIAGNOSTICS]]
+    hidden = ordered[MAX_DIAGNOSTICS:]
+    if hidden:
+        errors = sum(d.severity == "error" for d in hidden)
+        shown.append(
+            f"{path}: note: {len(hidden)} more diagnostic{'s' if len(hidden) != 1 else ''} not shown "
+            f"({errors} error{'s' if errors != 1 else ''}); fix the ones above first"
+        )
+    return "\n".join(shown)
 
 
 def error(message: str, span=None, code: str = "") -> Diagnostic:
@@ -69,7 +114,7 @@ class SpaceError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(d.render(self.path, self.source) for d in self.diagnostics)
+        return render_diagnostics(self.diagnostics, self.path, self.source)
 
 
 class ParseError(SpaceError):
@@ -93,4 +138,4 @@ class Report:
         return not has_errors(self.diagnostics)
 
     def render(self) -> str:
-        return "\n".join(d.render(self.path, self.source) for d in sorted(self.diagnostics, key=sort_key))
+        return render_diagnostics(self.diagnostics, self.path, self.source)

@@ -26,6 +26,7 @@ import networkx as nx
 
 from . import ir
 from .errors import Diagnostic, error
+from .limits import MAX_CELL_EDGES, max_size, size_limit_message
 
 DEFAULT_SIZES = {"ninp": 300, "nhid": 300, "vocab": 10000}
 
@@ -244,12 +245,19 @@ class _Resolver:
             if dim.value <= 0:
                 self.err("a size must be a positive integer", dim.span, "bad-dim")
                 return None
-            return dim.value
+            return self.within_size_limit("size", dim.value, dim)
         if dim.symbol not in self.sizes:
             known = ", ".join(sorted(k for k in self.sizes if k != "vocab"))
             self.err(f"unknown size '{dim.symbol}' (known sizes: {known})", dim.span, "bad-dim")
             return None
-        return self.sizes[dim.symbol]
+        return self.within_size_limit(f"size '{dim.symbol}' =", self.sizes[dim.symbol], dim)
+
+    def within_size_limit(self, what: str, value: int, dim: ir.Dim) -> Optional[int]:
+        """``value``, or None after reporting it at ``dim`` when it exceeds the size limit."""
+        if value > max_size():
+            self.err(size_limit_message(what, value), dim.span, "size-limit")
+            return None
+        return value
 
     # -- references
     def ref_key(self, ref: ir.Ref) -> Optional[str]:
@@ -528,6 +536,9 @@ class _Resolver:
             if len(keys) < 2:
                 self.err("pairs(...) needs at least two states to form a Hadamard product", src.span, "bad-pair")
                 return []
+            if len(keys) * (len(keys) - 1) // 2 > MAX_CELL_EDGES:
+                self.err(cell_edges_message(len(keys) * (len(keys) - 1) // 2, f"pairs(...) of {len(keys)} names makes"), src.span, "limit")
+                return []
             return [[keys[i], keys[j]] for i in range(len(keys)) for j in range(i + 1, len(keys))]
         raise AssertionError(src)  # pragma: no cover
 
@@ -589,6 +600,28 @@ def _flatten_sum(e: RExpr) -> tuple[list[RExpr], list[int]]:
     if isinstance(e, ECombine) and e.combiner == "sum":
         return list(e.terms), list(e.signs)
     return [e], [1]
+
+
+def expr_operand_count(e: Optional[RExpr]) -> int:
+    """How many values an expression reads, repeats included (ranges expanded); no recursion."""
+    count, stack = 0, [e] if e is not None else []
+    while stack:
+        x = stack.pop()
+        if isinstance(x, ERef):
+            count += 1
+        elif isinstance(x, EApply):
+            stack.append(x.arg)
+        elif isinstance(x, ECombine):
+            stack.extend(x.terms)
+        elif isinstance(x, (ELinear, EHighway)):
+            stack.extend(x.inputs)
+            if isinstance(x, EHighway):
+                stack.append(x.carry)
+    return count
+
+
+def cell_edges_message(edges: int, what: str) -> str:
+    return f"{what} {edges} candidate sources and operands (ranges expanded); a cell has at most {MAX_CELL_EDGES}"
 
 
 def expr_refs(e: RExpr) -> list[str]:
@@ -694,14 +727,21 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
 
     spans: dict[str, ir.Span] = {}
     updated: dict[str, ir.Span] = {}
+    edges = 0  # graph edges so far, against MAX_CELL_EDGES: past it, stop before the work grows further
     for st in statements:
+        if edges > MAX_CELL_EDGES:
+            r.err(cell_edges_message(edges, "the cell up to here has"), previous.span, "limit")
+            return None, r.diags
+        previous = st
         if isinstance(st, ir.FixedNode) and st.name in r.node_names and r.node_names[st.name] is st.name_span:
             expr = r.expr(st.expr, st.name, [0])
+            edges += expr_operand_count(expr)
             if expr is not None:
                 _add_computed(dag, st.name, FixedSpec(st.name, expr), expr_refs(expr))
                 spans[st.name] = st.name_span
         elif isinstance(st, ir.MixedNode) and st.name in r.node_names and r.node_names[st.name] is st.name_span:
             spec = r.mixed(st, defaults)
+            edges += len(spec.edges) if spec is not None else 0
             if spec is not None:
                 preds = list(dict.fromkeys(k for e in spec.edges for k in e.sources))
                 _add_computed(dag, st.name, spec, preds)
@@ -717,9 +757,13 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
             updated[st.name] = st.name_span
             key = stream_key(st.name, 0)
             expr = r.expr(st.expr, key, [0])
+            edges += expr_operand_count(expr)
             if expr is not None:
                 _add_computed(dag, key, UpdateSpec(st.name, expr), expr_refs(expr))
                 spans[key] = st.name_span
+    if edges > MAX_CELL_EDGES:
+        r.err(cell_edges_message(edges, "the cell up to here has"), previous.span, "limit")
+        return None, r.diags
     for name in r.states:
         if name not in updated:
             r.err(f"state '{name}' is never updated: add '{name}[t] = ...'", space.cell.span, "state-not-updated")

@@ -8,14 +8,16 @@ never lets a Lark or Python exception escape for any input, bytes included.
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from lark import Lark, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ir
+from . import limits
 from .errors import Diagnostic, ParseError
 
 GRAMMAR_NAME = "space.lark"
@@ -33,59 +35,14 @@ def grammar_text() -> str:
     return repo.read_text(encoding="utf-8")
 
 
-def _grammar_cache_file(grammar: str) -> Optional[Path]:
-    """Where the built LALR tables are cached: ``$ESSDSL_CACHE`` or ``~/.cache/essdsl``
-    (``$XDG_CACHE_HOME/essdsl``), named by a hash of the grammar, Lark and Python
-    versions.  None when no such folder can be created (then nothing is cached)."""
-    import hashlib
-    import os
-    import sys
-
-    import lark
-
-    key = f"{grammar}\0{lark.__version__}\0{sys.version_info[:2]}".encode("utf-8")
-    name = f"space-grammar-{hashlib.sha256(key).hexdigest()[:24]}.lark"
-    if os.environ.get("ESSDSL_CACHE"):
-        folder = Path(os.environ["ESSDSL_CACHE"])
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        folder = Path(base) / "essdsl"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return folder / name
-
-
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     """The LALR parser.  Building its tables takes ~0.1 s, so they are cached on
-    disk (Lark's ``cache=``); a missing or unwritable cache only costs that time."""
-    import os
+    disk as plain data (:mod:`essdsl.grammar_cache`: never a pickle, never from a
+    folder others can write); a missing or untrusted cache only costs that time."""
+    from .grammar_cache import load_parser
 
-    grammar = grammar_text()
-    options = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
-    try:
-        cache_file = _grammar_cache_file(grammar)
-    except (OSError, RuntimeError):  # no home folder, unreadable environment
-        cache_file = None
-    if cache_file is None:
-        return Lark(grammar, **options)
-    if cache_file.exists():
-        # Lark checks the grammar's hash stored in the file and rebuilds on mismatch.
-        return Lark(grammar, cache=str(cache_file), **options)
-    # First run: let Lark write a private file, then move it into place in one
-    # step so that a concurrent reader never sees half a cache.
-    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-    parser = Lark(grammar, cache=str(tmp), **options)
-    try:
-        os.replace(tmp, cache_file)
-    except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-    return parser
+    return load_parser(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
 
 
 def _span(meta_or_token) -> ir.Span:
@@ -491,6 +448,128 @@ def strip_bom(text: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+# ------------------------------------------------------------------ lines and limits
+# One definition of a line for the parser, the diagnostic excerpt and fmt: a line
+# ends at "\n" and nowhere else.  Lark counts lines that way; Python's
+# str.splitlines() also breaks at \f, \r, \x85, \u2028, ..., which made the
+# excerpt show a different line than the one the parser meant.
+def source_lines(text: str) -> list[str]:
+    """The lines of ``text`` as the parser counts them (``\r`` of a CRLF ending dropped)."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+_LARK_WHITESPACE = " \t\f\r\n"  # common.WS, the only whitespace the grammar ignores
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    """(line, column) just after the last non-blank character, for "unexpected end of file"."""
+    lines = text.rstrip(_LARK_WHITESPACE).split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+# Comments and strings first, so that brackets and digits inside them do not count.
+_LIMIT_TOKENS = re.compile(r'#[^\n]*|"(?:\\.|[^"\\\n])*"?|[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[(\[{]|[)\]}]|\n')
+
+
+def lexical_limit_diagnostics(text: str) -> list[Diagnostic]:
+    """Numbers, names and bracket nesting beyond :mod:`essdsl.limits`, found by one
+    linear scan before parsing, so that no later stage ever recurses that deep or
+    converts a number that long (Python refuses int() of 4,300+ digits)."""
+    diagnostics: list[Diagnostic] = []
+    line, line_start, depth, nesting_reported = 1, 0, 0, False
+    for match in _LIMIT_TOKENS.finditer(text):
+        token = match.group()
+        first = token[0]
+        column = match.start() - line_start + 1
+        if token == "\n":
+            line, line_start = line + 1, match.end()
+        elif first in "([{":
+            depth += 1
+            if depth > limits.MAX_NESTING and not nesting_reported:
+                nesting_reported = True
+                diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        f"nested too deeply: more than {limits.MAX_NESTING} levels of brackets (the limit); "
+                        "give inner expressions their own nodes",
+                        line, column, column + 1, code="limit",
+                    )
+                )
+        elif first in ")]}":
+            depth = max(0, depth - 1)
+        elif first.isdigit() and len(token) > limits.MAX_NUMBER_DIGITS:
+            diagnostics.append(
+                Diagnostic(
+                    "error",
+                    f"number with {len(token)} digits; a number has at most {limits.MAX_NUMBER_DIGITS}",
+                    line, column, column + len(token), code="limit",
+                )
+            )
+        elif (first.isalpha() or first == "_") and len(token) > limits.MAX_NAME_LENGTH:
+            diagnostics.append(
+                Diagnostic(
+                    "error",
+                    f"name of {len(token)} characters; a name has at most {limits.MAX_NAME_LENGTH}",
+                    line, column, column + len(token), code="limit",
+                )
+            )
+    return diagnostics
+
+
+_OPERATOR_RULES = ("add", "sub", "mul")
+_NODE_RULES = ("fixed_node", "mixed_node")
+_EXPRESSION_STATEMENTS = ("fixed_node", "state_update")
+
+
+def _start(item) -> tuple[int, int]:
+    """(line, column) where a parse-tree child starts (a Tree's meta or a Token)."""
+    meta = getattr(item, "meta", None)
+    if meta is not None and not getattr(meta, "empty", True):
+        return meta.line, meta.column
+    return getattr(item, "line", 0) or 0, getattr(item, "column", 0) or 0
+
+
+def tree_limit_diagnostics(tree) -> list[Diagnostic]:
+    """Node count and expression length beyond :mod:`essdsl.limits`, found without
+    recursion (a sum of 20,000 terms is a parse tree 20,000 levels deep, which the
+    transformer and every later pass would recurse through)."""
+    diagnostics: list[Diagnostic] = []
+    cells = [child for child in tree.children if getattr(child, "data", None) == "cell"]
+    for cell in cells:
+        nodes = [st for st in cell.children if getattr(st, "data", None) in _NODE_RULES]
+        if len(nodes) > limits.MAX_NODES:
+            line, column = _start(nodes[limits.MAX_NODES])
+            diagnostics.append(
+                Diagnostic("error", f"more than {limits.MAX_NODES} nodes in one cell (the limit)", line, column, code="limit")
+            )
+        for statement in cell.children:
+            if getattr(statement, "data", None) not in _EXPRESSION_STATEMENTS:
+                continue
+            operands: list[tuple[int, int]] = []  # where the right operand of each operator starts
+            stack = [statement]
+            while stack:
+                item = stack.pop()
+                children = getattr(item, "children", None)
+                if children is None:
+                    continue
+                if item.data in _OPERATOR_RULES and len(children) == 2:
+                    operands.append(_start(children[1]))
+                elif item.data == "call":  # children: the function's name, then the arguments
+                    operands.extend(_start(argument) for argument in children[2:])
+                stack.extend(children)
+            if len(operands) > limits.MAX_OPERATORS:
+                line, column = sorted(operands)[limits.MAX_OPERATORS]
+                diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        f"expression too long: {len(operands)} operators (+, -, *) and extra arguments where the limit is "
+                        f"{limits.MAX_OPERATORS}; split it over several nodes",
+                        line, column, code="limit",
+                    )
+                )
+    return diagnostics
+
+
 def parse_space(source: Union[str, bytes], path: str = "<space>") -> ir.Space:
     """Parse .space text (or raw bytes) into the IR; raise ParseError with diagnostics."""
     if isinstance(source, bytes):
@@ -511,25 +590,30 @@ def parse_space(source: Union[str, bytes], path: str = "<space>") -> ir.Space:
         line = text.count("\n", 0, offset) + 1
         col = offset - (text.rfind("\n", 0, offset) + 1) + 1
         raise ParseError([Diagnostic("error", "file contains a NUL character; is it binary?", line, col, code="encoding")], path, text)
-    if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+    if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in source_lines(text)):
         raise ParseError(
             [Diagnostic("error", "empty file: a .space file starts with 'space NAME' or 'genotype NAME'", 1, 1, code="empty")],
             path,
             text,
         )
+    too_big = lexical_limit_diagnostics(text)
+    if too_big:
+        raise ParseError(too_big, path, text)
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
         line = getattr(exc, "line", 0) or 0
         column = getattr(exc, "column", 0) or 0
         if isinstance(exc, UnexpectedEOF) or line in (0, -1):
-            lines = text.rstrip().splitlines() or [""]
-            line, column = len(lines), len(lines[-1]) + 1
+            line, column = _end_position(text)
         raise ParseError([Diagnostic("error", _describe_unexpected(exc, text), line, column, code="syntax")], path, text) from None
     except LarkError as exc:  # pragma: no cover - other Lark failures
         raise ParseError([Diagnostic("error", f"cannot parse: {exc}", 1, 1, code="syntax")], path, text) from None
     except RecursionError:
         raise ParseError([Diagnostic("error", "expression nested too deeply", 1, 1, code="syntax")], path, text) from None
+    too_big = tree_limit_diagnostics(tree)
+    if too_big:
+        raise ParseError(too_big, path, text)
     try:
         space = _Builder().transform(tree)
     except VisitError as exc:

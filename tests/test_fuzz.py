@@ -4,11 +4,16 @@ Three sources of input: random bytes, random text, and random character- or
 token-level mutations of the shipped spaces and genotypes (which reach far
 deeper into the resolver and checker than random text does).  Every error
 diagnostic for non-empty text must point at a line, so the CLI can show it.
+
+The last tests run a bounded, seeded slice of ``bench/fuzz_lang.py`` (the long
+fuzz: 100,000 inputs, see the README): mutants aimed at the language's limits
+through check, fmt, show, stats and diff, and a few compiled.
 """
 
 from __future__ import annotations
 
-import re
+import random
+import sys
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -21,18 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "spaces").glob("*.space")) + sorted((ROOT / "genotypes").glob("*.space"))
 SHIPPED_TEXTS = [p.read_text(encoding="utf-8") for p in SHIPPED]
 
-# Pieces of the language that mutations splice in, so that many mutants still parse.
-TOKENS = [
-    "space", "genotype", "ops", "defaults", "provenance", "cell", "input", "state", "node", "mix",
-    "from", "output", "pairs", "transform", "combine", "select", "keep", "norm", "dim",
-    "highway", "project", "linear", "mean", "tanh", "relu", "sigmoid", "identity", "zero", "neg",
-    "sum", "product", "edge_softmax", "node_softmax", "batchnorm", "none",
-    "s0", "s1", "s9", "h", "c", "x", "ninp", "nhid", "vocab", "rnn_ops",
-    "t", "t-1", "t-9", "[t]", "[t-1]", "[t-3..t-1]", "[t-1..t]", "..", "0", "1", "2", "-1", "1e999",
-    "{", "}", "(", ")", "[", "]", ",", "=", ":", "*", "+", "-", "#", '"', "\n", " ",
-    "h[t]", "h[t-1]", "x[t]", "s0..s3", "carry = h[t-1]", "dim = nhid", "keep 9", "\x00", "\ufeff",
-]
-TOKEN_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|\.\.|#[^\n]*|\s+|.", re.DOTALL)
+# The language pieces mutations splice in (so that many mutants still parse) and the
+# tokenizer, shared with the long fuzz in bench/.
+sys.path.insert(0, str(ROOT / "bench"))
+import fuzz_lang  # noqa: E402
+from fuzz_lang import TOKENS  # noqa: E402
 
 FUZZ_SETTINGS = settings(
     max_examples=150,
@@ -73,49 +71,32 @@ def test_random_token_soup_never_raises(text):
     assert_reported(text)
 
 
+class DrawnChoices:
+    """The part of random.Random that bench/fuzz_lang.py's mutations use, drawn from
+    hypothesis instead, so that the same mutations shrink to a minimal failing input."""
+
+    def __init__(self, data: st.DataObject):
+        self.data = data
+
+    def randint(self, low: int, high: int) -> int:
+        return self.data.draw(st.integers(low, high))
+
+    def randrange(self, stop: int) -> int:
+        return self.data.draw(st.integers(0, stop - 1))
+
+    def choice(self, options):
+        return self.data.draw(st.sampled_from(options))
+
+    def random(self) -> float:
+        return self.data.draw(st.floats(0.0, 1.0, exclude_max=True))
+
+
 def _mutate_characters(data: st.DataObject, text: str) -> str:
-    for _ in range(data.draw(st.integers(1, 6), label="mutations")):
-        if not text:
-            break
-        position = data.draw(st.integers(0, len(text) - 1), label="position")
-        action = data.draw(st.sampled_from(["delete", "insert", "duplicate", "swap"]), label="action")
-        if action == "delete":
-            length = data.draw(st.integers(1, 12))
-            text = text[:position] + text[position + length :]
-        elif action == "insert":
-            piece = data.draw(st.one_of(st.sampled_from(TOKENS), st.characters()))
-            text = text[:position] + piece + text[position:]
-        elif action == "duplicate":
-            length = data.draw(st.integers(1, 40))
-            text = text[: position + length] + text[position : position + length] + text[position + length :]
-        else:
-            other = data.draw(st.integers(0, len(text) - 1), label="other")
-            i, j = sorted((position, other))
-            if i != j:
-                text = text[:i] + text[j] + text[i + 1 : j] + text[i] + text[j + 1 :]
-    return text
+    return fuzz_lang.mutate_characters(DrawnChoices(data), text)
 
 
 def _mutate_tokens(data: st.DataObject, text: str) -> str:
-    tokens = TOKEN_PATTERN.findall(text)
-    for _ in range(data.draw(st.integers(1, 5), label="mutations")):
-        if not tokens:
-            break
-        position = data.draw(st.integers(0, len(tokens) - 1), label="position")
-        action = data.draw(st.sampled_from(["delete", "insert", "duplicate", "swap", "replace"]), label="action")
-        if action == "delete":
-            del tokens[position]
-        elif action == "insert":
-            tokens.insert(position, data.draw(st.sampled_from(TOKENS)))
-        elif action == "duplicate":
-            length = data.draw(st.integers(1, 30))
-            tokens[position:position] = tokens[position : position + length]
-        elif action == "replace":
-            tokens[position] = data.draw(st.sampled_from(TOKENS))
-        else:
-            other = data.draw(st.integers(0, len(tokens) - 1), label="other")
-            tokens[position], tokens[other] = tokens[other], tokens[position]
-    return "".join(tokens)
+    return fuzz_lang.mutate_tokens(DrawnChoices(data), text)
 
 
 @FUZZ_SETTINGS
@@ -154,3 +135,23 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash():
     _, report = check_text(text)
     assert not report.ok
     assert all(d.line >= 1 for d in report.diagnostics)
+
+
+
+def test_seeded_mutants_pass_through_every_language_stage():
+    """~10 s: 1,200 mutants (a third aimed at a limit) through check/fmt/show/stats/diff."""
+    summary = fuzz_lang.run(inputs=1200, seed=12, compile_every=0, findings_dir=None, progress_every=0)
+    assert summary["findings"] == 0, "see the FINDING lines above"
+    assert summary["checked_clean"] > 50  # the mutants reach past the parser into the checker
+
+
+def test_a_few_clean_mutants_compile_and_match_the_reference():
+    rng = random.Random(5)
+    compiled = 0
+    for _ in range(400):
+        base, source = fuzz_lang.mutant(rng)
+        if isinstance(source, str) and fuzz_lang.exercise(source, base, compile_model=True):
+            compiled += 1
+            if compiled == 3:
+                break
+    assert compiled == 3

@@ -13,8 +13,8 @@ from ..errors import Diagnostic, Report, SpaceError, sort_key
 def print_report(report: Report, stream=None) -> None:
     """Print diagnostics as ``path:line:col: severity: message`` + source line + caret."""
     stream = stream or sys.stderr
-    for d in sorted(report.diagnostics, key=sort_key):
-        print(d.render(report.path, report.source), file=stream)
+    if report.diagnostics:
+        print(report.render(), file=stream)  # capped: see errors.render_diagnostics
 
 
 def summary_line(report: Report) -> str:

@@ -278,7 +278,8 @@ def _print_stats(data: dict) -> None:
     summary.add_column("what")
     summary.add_column("value", justify="right")
     log10 = data["architectures_log10"]
-    summary.add_row("architectures", f"{data['architectures']:,}" + (f"  (10^{log10:.2f})" if log10 else ""))
+    count = f"{data['architectures']:,}" if data["architectures"] is not None else "too many to print"
+    summary.add_row("architectures", count + (f"  (10^{log10:.2f})" if log10 else ""))
     summary.add_row("mixed nodes", str(data["mixed_nodes"]))
     summary.add_row("architecture weights (valid)", f"{data['arch_weights']:,} ({data['arch_weights_valid']:,})")
     summary.add_row("parameters, supernet", f"{params['supernet']:,}")

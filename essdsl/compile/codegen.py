@@ -15,14 +15,14 @@ torch, so ``torch.jit.script`` + ``torch.jit.save`` give a portable artifact.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib.util
 import keyword
-import os
+import linecache
 import re
 import sys
-import tempfile
-from pathlib import Path
+import types
 from typing import Optional
 
 from .. import __version__
@@ -42,6 +42,7 @@ from ..graph import (
     parameter_layout,
     param_safe,
 )
+from .names import module_attribute
 from .config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,
@@ -59,6 +60,16 @@ _RESERVED = {
     "self", "torch", "F", "nn", "Tensor", "List", "Tuple", "math", "range", "float", "int", "len",
     "tokens", "hidden", "T", "B", "t", "weight", "embedded", "outputs", "output", "logits", "new_hidden",
 }  # fmt: skip
+# Also never a local: the step method's parameters, the module's own classes, and every
+# builtin (the generated code calls range, float, list, super; a node named 'list' must
+# not shadow them, and TorchScript resolves builtins by name).
+_RESERVED |= {"xs", "past", "masks", "arch", "Config", "ParameterBag"} | set(dir(builtins))
+
+# Generated expressions stay shallow: Python refuses more than 200 nested parentheses,
+# and TorchScript converts an expression recursively (a 500-term sum overflowed its
+# stack).  Longer chains and deeper nests are split into temporaries.
+MAX_CHAIN = 16  # operands of one generated + or * chain
+MAX_INLINE_DEPTH = 8  # parentheses of one generated expression
 
 _ACTIVATION_CODE = {
     "tanh": "torch.tanh({})",
@@ -135,7 +146,7 @@ class _Generator:
 
     # ---------------------------------------------------------------- helpers
     def cell(self, name: str) -> str:
-        return f"self.cell.{name}"
+        return _member("self.cell", name)
 
     def param_ok(self) -> None:
         for p in parameter_layout(self.g):
@@ -205,15 +216,15 @@ class _Generator:
         w("self.cell = ParameterBag()")
         for p in layout:
             if p.role != "arch":
-                w(f"self.cell.{p.name} = nn.Parameter(torch.empty({', '.join(map(str, p.shape))}))  # {p.role} of {p.node}")
+                w(_assign_member("self.cell", p.name, f"nn.Parameter(torch.empty({', '.join(map(str, p.shape))}))") + f"  # {p.role} of {p.node}")
         w("self.arch = ParameterBag()")
         for p in layout:
             if p.role == "arch":
-                w(f"self.arch.{p.name} = nn.Parameter(torch.empty({', '.join(map(str, p.shape))}))")
+                w(_assign_member("self.arch", p.name, f"nn.Parameter(torch.empty({', '.join(map(str, p.shape))}))"))
         w("self.norms = ParameterBag()")
         for s in self.mixed:
             if uses_norm(s, cfg):
-                w(f"self.norms.{s.name} = nn.BatchNorm1d({g.dim(s.name)}, affine=False)")
+                w(f"self.norms.{module_attribute(s.name)} = nn.BatchNorm1d({g.dim(s.name)}, affine=False)")
         w("self.reset_parameters()")
         w.dedent()
         w()
@@ -229,11 +240,11 @@ class _Generator:
         w("self.decoder_bias.zero_()")
         for p in layout:
             if p.role == "arch":
-                w(f"self.arch.{p.name}.normal_(0.0, 1.0).mul_({ARCH_INIT_SCALE})")
+                w(f"{_member('self.arch', p.name)}.normal_(0.0, 1.0).mul_({ARCH_INIT_SCALE})")
             elif p.role == "bias":
-                w(f"self.cell.{p.name}.zero_()")
+                w(f"{_member('self.cell', p.name)}.zero_()")
             else:
-                w(f"self.cell.{p.name}.uniform_(-{CELL_INIT_RANGE}, {CELL_INIT_RANGE})")
+                w(f"{_member('self.cell', p.name)}.uniform_(-{CELL_INIT_RANGE}, {CELL_INIT_RANGE})")
         w.dedent(2)
         w()
         w("@torch.jit.ignore")
@@ -400,7 +411,7 @@ class _Generator:
             E, K = len(s.edges), len(s.op_names)
             nonzero = [op for op in s.op_names if op != ZERO]
             if s.has_op_choice:
-                logits = f"self.arch.{s.name}_ops"
+                logits = _member("self.arch", f"{s.name}_ops")
                 mask = op_mask(s)
                 if not all(all(row) for row in mask):
                     invalid = [[not v for v in row] for row in mask]
@@ -425,7 +436,7 @@ class _Generator:
                     w(f"{denom} = torch.clamp({wsum}.sum(), min=1e-6)")
             if s.has_combine_choice:
                 phi = names.get(f"{s.name}_phi")
-                w(f"{phi} = torch.softmax(self.arch.{s.name}_combine, 0)  # {s.name}: {', '.join(s.combine)}")
+                w(f"{phi} = torch.softmax({_member('self.arch', s.name + '_combine')}, 0)  # {s.name}: {', '.join(s.combine)}")
                 for c, comb in enumerate(s.combine):
                     var = names.get(f"{s.name}_{comb}")
                     self.phi[(s.name, comb)] = var
@@ -440,18 +451,16 @@ class _Generator:
         if isinstance(e, ERef):
             return self.value[e.key]
         if isinstance(e, EApply):
-            return _act(e.op, _strip(self.expr(w, e.arg, owner)))
+            return _act(e.op, _strip(self.shallow(w, self.expr(w, e.arg, owner), owner)))
         if isinstance(e, ECombine):
-            terms = [self.expr(w, t, owner) for t in e.terms]
+            terms = [self.shallow(w, self.expr(w, t, owner), owner) for t in e.terms]
             if e.combiner == "product":
-                return "(" + " * ".join(terms) + ")"
+                return "(" + self.chain(w, terms, [" * "] * len(terms), owner) + ")"
             if e.combiner == "mean":
-                return f"(({' + '.join(terms)}) / {len(terms)})"
+                return f"(({self.chain(w, terms, [' + '] * len(terms), owner)}) / {len(terms)})"
             signs = e.signs or (1,) * len(terms)
-            text = ("" if signs[0] > 0 else "-") + terms[0]
-            for t, s in zip(terms[1:], signs[1:]):
-                text += (" + " if s > 0 else " - ") + t
-            return f"({text})"
+            first = ("" if signs[0] > 0 else "-") + terms[0]
+            return "(" + self.chain(w, [first] + terms[1:], [" + " if s > 0 else " - " for s in signs], owner) + ")"
         if isinstance(e, ELinear):
             joined = self.joined(w, e.inputs, owner)
             if e.bias:
@@ -459,8 +468,8 @@ class _Generator:
             return f"torch.mm({joined}, {self.cell(e.param)})"
         if isinstance(e, EHighway):
             joined = self.joined(w, e.inputs, owner)
-            carry = self.expr(w, e.carry, owner)
-            if not isinstance(e.carry, ERef):
+            carry = self.shallow(w, self.expr(w, e.carry, owner), owner)
+            if not isinstance(e.carry, ERef) and carry not in self.names.used:
                 var = self.names.get(f"{param_safe(owner)}_carry")
                 w(f"{var} = {_strip(carry)}")
                 carry = var
@@ -470,8 +479,30 @@ class _Generator:
             return f"({carry} + torch.sigmoid({c}) * ({_act(e.op, gname)} - {carry}))"
         raise TypeError(e)
 
+    def chain(self, w: _Writer, terms: list[str], joiners: list[str], owner: str) -> str:
+        """``terms`` joined left to right (``joiners[i]`` before ``terms[i]``, i >= 1), with
+        every :data:`MAX_CHAIN` operands accumulated into a temporary: the same
+        operations in the same order, so the numbers are bit-identical."""
+        text = terms[0]
+        for start in range(1, len(terms), MAX_CHAIN - 1):
+            if start > 1:
+                var = self.names.get(f"{param_safe(owner)}_acc")
+                w(f"{var} = {_strip(text)}")
+                text = var
+            for term, joiner in zip(terms[start : start + MAX_CHAIN - 1], joiners[start : start + MAX_CHAIN - 1]):
+                text += joiner + term
+        return text
+
+    def shallow(self, w: _Writer, text: str, owner: str) -> str:
+        """``text``, or a temporary holding it when it nests deeper than :data:`MAX_INLINE_DEPTH`."""
+        if _paren_depth(text) <= MAX_INLINE_DEPTH // 2:
+            return text
+        var = self.names.get(f"{param_safe(owner)}_tmp")
+        w(f"{var} = {_strip(text)}")
+        return var
+
     def joined(self, w: _Writer, inputs, owner: str) -> str:
-        parts = [_strip(self.expr(w, t, owner)) for t in inputs]
+        parts = [_strip(self.shallow(w, self.expr(w, t, owner), owner)) for t in inputs]
         return parts[0] if len(parts) == 1 else f"torch.cat([{', '.join(parts)}], 1)"
 
     def source_value(self, edge) -> str:
@@ -514,7 +545,7 @@ class _Generator:
                 w(f"{m} = {mixture}  # op mixture")
             self.combine(w, s, m, self.wsum[s.name], out)
         if uses_norm(s, self.cfg):
-            w(f"{out} = self.norms.{s.name}({out})")
+            w(f"{out} = self.norms.{module_attribute(s.name)}({out})")
 
     def fixed_choice_step(self, w: _Writer, s: MixedSpec, us: list[str], out: str) -> None:
         """No op choice: every kept edge has its one op and weight 1."""
@@ -575,11 +606,33 @@ class _Generator:
                     var = self.names.get(f"{s.name}_factors")
                     w(f"{var} = {factors}")
                     factors = var
-                values[comb] = "(" + " * ".join(f"{factors}[{e}]" for e in range(E)) + ")"
+                values[comb] = "(" + self.chain(w, [f"{factors}[{e}]" for e in range(E)], [" * "] * E, s.name) + ")"
         if len(s.combine) == 1:
             w(f"{out} = {_strip(values[s.combine[0]])}")
         else:
             w(f"{out} = {' + '.join(f'{self.phi[(s.name, c)]} * {values[c]}' for c in s.combine)}")
+
+
+def _member(owner: str, name: str) -> str:
+    """``owner.name`` in generated code; through getattr when ``name`` starts with two
+    underscores, which Python would otherwise rename inside the class (``_Cls__name``)."""
+    return f'getattr({owner}, "{name}")' if name.startswith("__") else f"{owner}.{name}"
+
+
+def _assign_member(owner: str, name: str, value: str) -> str:
+    return f'setattr({owner}, "{name}", {value})' if name.startswith("__") else f"{owner}.{name} = {value}"
+
+
+def _paren_depth(text: str) -> int:
+    """How deeply parentheses and brackets nest in generated code (which has no strings with brackets)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]":
+            depth -= 1
+    return deepest
 
 
 def _strip(text: str) -> str:
@@ -608,40 +661,40 @@ def generate_source(graph: CellGraph, config: ModelConfig) -> str:
     return _Generator(graph, config).source()
 
 
-def _cache_dir() -> Path:
-    candidates = []
-    if os.environ.get("ESSDSL_CACHE"):
-        candidates.append(Path(os.environ["ESSDSL_CACHE"]) / "generated")
-    candidates.append(Path.home() / ".cache" / "essdsl" / "generated")
-    candidates.append(Path(tempfile.gettempdir()) / f"essdsl-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / "generated")
-    for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-            return path
-        except OSError:
-            continue
-    raise OSError("no writable cache directory for generated modules")
+class _GeneratedLoader:
+    """The loader of a generated module: it hands out the source it was made from, so
+    ``inspect.getsource`` (which TorchScript needs) works without any file."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def get_source(self, name: str) -> str:
+        return self.source
 
 
 def load_source(source: str, graph: CellGraph):
-    """Write ``source`` to the cache (named by its hash) and import it; returns the model class."""
+    """Execute ``source`` as a module (named by its hash) and return the model class.
+
+    The module is built straight from the string just generated: nothing is written
+    to or imported from a cache folder (an earlier version imported ``<hash>.py``
+    from ``~/.cache/essdsl`` or ``/tmp/essdsl-<uid>``, so whoever could write there
+    ran code).  The source is registered with :mod:`linecache` under a name that is
+    not a path, which is all TorchScript's ``inspect.getsource`` needs."""
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
     module_name = f"essdsl_generated_{digest[:20]}"
     module = sys.modules.get(module_name)
     if module is None:
-        path = _cache_dir() / f"{digest}.py"
-        if not path.exists() or path.read_text(encoding="utf-8") != source:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(source, encoding="utf-8")
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
+        filename = f"<essdsl-generated-{digest[:20]}>"
+        loader = _GeneratedLoader(source)
+        module = types.ModuleType(module_name)
+        module.__file__ = filename
+        module.__loader__ = loader
+        module.__spec__ = importlib.util.spec_from_loader(module_name, loader, origin=filename)
+        # mtime None: linecache.checkcache keeps the entry although no such file exists
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         sys.modules[module_name] = module
         try:
-            spec.loader.exec_module(module)
+            exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - our own generated code
         except BaseException:
             del sys.modules[module_name]
             raise

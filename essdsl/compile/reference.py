@@ -34,6 +34,7 @@ from ..graph import (
     parameter_layout,
     stream_key,
 )
+from .names import module_attribute
 from .config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,
@@ -87,7 +88,11 @@ class ReferenceModel(nn.Module):
             bag = self.arch if p.role == "arch" else self.cell
             bag.register_parameter(p.name, nn.Parameter(torch.empty(p.shape)))
         self.norms = nn.ModuleDict(
-            {s.name: nn.BatchNorm1d(graph.dim(s.name), affine=False) for s in graph.mixed_nodes() if uses_norm(s, config)}
+            {
+                module_attribute(s.name): nn.BatchNorm1d(graph.dim(s.name), affine=False)
+                for s in graph.mixed_nodes()
+                if uses_norm(s, config)
+            }
         )
         self.reset_parameters()
 
@@ -224,8 +229,8 @@ class ReferenceModel(nn.Module):
                 for m, w in zip(mixtures[1:], weights[1:]):
                     combined = combined * (1 - w + m)
             value = combined if len(spec.combine) == 1 else (p * combined if value is None else value + p * combined)
-        if spec.name in self.norms:
-            value = self.norms[spec.name](value)
+        if module_attribute(spec.name) in self.norms:
+            value = self.norms[module_attribute(spec.name)](value)
         return value
 
     def cell_step(self, values: Dict[str, Tensor], theta, phi) -> Dict[str, Tensor]:
