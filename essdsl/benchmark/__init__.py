@@ -241,7 +241,10 @@ def run(
         entries: dict[str, tuple] = {}  # name -> (model, bf16, loss)
 
         def add(name: str, model, bf16: bool = False, loss: Callable = cross_entropy) -> None:
-            model.load_state_dict(state)
+            if isinstance(model, OfficialDartsLM):  # the official parameter layout
+                load_essdsl_state(model, state)
+            else:
+                model.load_state_dict(state)
             entries[name] = (model.to(device).train(), bf16, loss)
 
         if include_reference:

@@ -232,7 +232,7 @@ def _clip_(grads: list, max_norm: float) -> None:
 
 
 def official_arch_gradient(model: OfficialDartsLM, train_batch: tuple, val_batch: tuple, eta: float, wd: float,
-                           clip: float, unrolled: bool, masks: Optional[dict] = None) -> list:  # fmt: skip
+                           clip: float, unrolled: bool, masks: Optional[dict] = None, paper_hvp: bool = False) -> list:  # fmt: skip
     """The architecture gradient one ``Architect.step`` hands to its Adam.
 
     ``train_batch`` / ``val_batch``: (tokens, targets, hidden).  First order: the
@@ -243,6 +243,11 @@ def official_arch_gradient(model: OfficialDartsLM, train_batch: tuple, val_batch
     unrolled weights, as the official code does); result g - eta (g+ - g-) /
     (2 R + 1e-10).  ``model`` itself is left unchanged except for its
     BatchNorm statistics in first order (as in the official code).
+
+    ``paper_hvp=True`` replaces the last part by the paper's formula, which
+    essdsl uses (docs/semantics.md, "Differences from the official DARTS code"):
+    v = grad_w' L_val (no clipping, no decay), R = 0.01 / |v|, perturbing the
+    CURRENT weights w +- R v, and dividing by 2 R.
     """
     if not unrolled:
         loss, _ = model.loss(*val_batch, masks=masks)
@@ -262,8 +267,14 @@ def official_arch_gradient(model: OfficialDartsLM, train_batch: tuple, val_batch
     val_loss, _ = clone.loss(*val_batch, masks=masks)
     g_arch = torch.autograd.grad(val_loss, clone.arch_parameters(), retain_graph=True)
     d_w = [g.detach() for g in torch.autograd.grad(val_loss, clone.weight_parameters())]
-    _clip_(d_w, clip)
-    vector = [g + wd * p.detach() for g, p in zip(d_w, clone.weight_parameters())]
+    if paper_hvp:
+        vector = d_w
+        with torch.no_grad():  # back to the current weights: the Hessian is taken at w
+            for p, w in zip(clone.weight_parameters(), weights):
+                p.copy_(w)
+    else:
+        _clip_(d_w, clip)
+        vector = [g + wd * p.detach() for g, p in zip(d_w, clone.weight_parameters())]
     R = 0.01 / torch.cat([v.reshape(-1) for v in vector]).norm()
     at = []
     for sign in (1.0, -2.0, 1.0):
@@ -273,4 +284,5 @@ def official_arch_gradient(model: OfficialDartsLM, train_batch: tuple, val_batch
         if len(at) < 2:
             loss, _ = clone.loss(*train_batch, masks=masks)
             at.append(torch.autograd.grad(loss, clone.arch_parameters()))
-    return [g - eta * (gp - gm) / (2 * R + 1e-10) for g, gp, gm in zip(g_arch, at[0], at[1])]
+    denominator = 2 * R if paper_hvp else 2 * R + 1e-10
+    return [g - eta * (gp - gm) / denominator for g, gp, gm in zip(g_arch, at[0], at[1])]
