@@ -764,9 +764,15 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
     return graph, r.diags
 
 
+def norm_text(spec) -> str:
+    """A node's normalisation as the language writes it: ``none``, ``batchnorm`` or ``batchnorm shared``."""
+    norm = getattr(spec, "norm", "none")
+    return f"{norm} shared" if norm != "none" and getattr(spec, "norm_shared", False) else norm
+
+
 def shared_norm_nodes(graph: CellGraph) -> list[str]:
     """Computed nodes that use the cell's one shared normalisation, in topological order."""
-    return [k for k in graph.computed() if getattr(graph.spec(k), "norm", "none") != "none" and getattr(graph.spec(k), "norm_shared", False)]
+    return [k for k in graph.computed() if norm_text(graph.spec(k)).endswith(" shared")]
 
 
 def shared_norm_diagnostics(graph: CellGraph) -> list[Diagnostic]:
