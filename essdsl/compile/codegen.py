@@ -501,7 +501,7 @@ class _Generator:
         """The stacked GEMM operands (E, B, d) of a mixed node: its sources times their masks."""
         keys = [operand_mask_key(self.g, e.sources) for e in s.edges]
         if len(set(keys)) == 1:  # one mask for all: multiply once, broadcast over the edges
-            stacked = f"torch.stack([{', '.join(us)}])" if len(us) > 1 else f"{us[0]}.unsqueeze(0)"
+            stacked = f"torch.stack([{', '.join(us)}])" if len(us) > 1 else f"({us[0]}).unsqueeze(0)"
             return f"({stacked} * {self.mask(keys[0])})"
         return f"torch.stack([{', '.join(f'({u}) * {self.mask(k)}' for u, k in zip(us, keys))}])"
 
