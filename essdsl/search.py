@@ -13,12 +13,15 @@ start with ``arch.``) and model weights (everything else).  The manifest (see
 Bilevel step (DARTS, Liu et al. 2019), per training segment:
 
 * architecture: Adam on ∇α L_val, first order (at the current w) or second
-  order: ``w' = w − η (∇w L_train(w, α) + wd·w)``, then
+  order: ``w' = w − η (clip(∇w L_train(w, α)) + wd·w)`` (the weight step, clipped
+  as the official ``architect.py`` does), then
   ``∇α L_val(w', α) − η · [∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)] / 2ε`` with
   ``w± = w ± ε ∇w' L_val(w', α)`` and ``ε = 0.01 / ‖∇w' L_val‖``.  Every
   training-loss evaluation of one architecture step replays the same dropout
   masks (the random state is restored before each), so the finite difference
-  differentiates one function and not two noisy samples of it;
+  differentiates one function and not two noisy samples of it.  ``RunConfig.hvp
+  = "official"`` instead perturbs w' along ``clip(∇w' L_val) + wd·w'`` as the
+  official code does (docs/semantics.md, "Differences from the official DARTS code");
 * weights: SGD with gradient clipping, lr scaled by ``seq_len / bptt``.
 
 :class:`Trainer` runs either mode (``search=False`` trains weights only, the
