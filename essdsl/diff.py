@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from . import ir
-from .graph import CellGraph, ECombine, EApply, EHighway, ELinear, ERef, FixedSpec, MixedSpec, RExpr, Stream, UpdateSpec
+from .graph import CellGraph, ECombine, EApply, EHighway, ELinear, ERef, FixedSpec, MixedSpec, RExpr, Stream, UpdateSpec, norm_text
 
 EditValue = Union[str, int, None]
 
@@ -149,7 +149,7 @@ def _mixed_view(spec: MixedSpec) -> dict:
         "combine": _ops_text(spec.combine),
         "select": spec.select,
         "keep": spec.keep,
-        "norm": spec.norm,
+        "norm": norm_text(spec),
         "dim": dim,
     }
 
@@ -160,7 +160,8 @@ _MIXED_ATTRIBUTES = ("transform", "combine", "select", "keep", "norm", "dim")
 def describe_node(spec) -> str:
     """One-line summary of a computed node, used for inserted and removed nodes."""
     if isinstance(spec, (FixedSpec, UpdateSpec)):
-        return canonical_expr(spec.expr)
+        norm = norm_text(spec)
+        return canonical_expr(spec.expr) + (f" norm {norm}" if norm != "none" else "")
     if isinstance(spec, MixedSpec):
         view = _mixed_view(spec)
         clauses = [f"from {key} ops {_ops_text(ops)}" for key, ops in sorted(view["edges"].items(), key=lambda kv: _natural_key(kv[0]))]
@@ -250,6 +251,8 @@ def diff_graphs(a: CellGraph, b: CellGraph) -> list[Edit]:
             old_text, new_text = canonical_expr(old.expr), canonical_expr(new.expr)
             if old_text != new_text:
                 edits.append(Edit("update", f"{path}.expr", old_text, new_text))
+            if norm_text(old) != norm_text(new):
+                edits.append(Edit("update", f"{path}.norm", norm_text(old), norm_text(new)))
     if a.output != b.output:
         edits.append(Edit("update", "output", a.output, b.output))
     return sorted(edits, key=_edit_order)

@@ -120,7 +120,7 @@ def format_attribute(attribute: ir.Attribute) -> str:
     value = attribute.value
     if isinstance(value, (list, tuple)):
         return f"{attribute.name} {format_op_list(value)}"
-    return f"{attribute.name} {value}"
+    return f"{attribute.name} {value}" + (" shared" if attribute.shared else "")
 
 
 def format_window(window: Optional[ir.Window]) -> str:
@@ -159,7 +159,8 @@ def format_statement_line(statement) -> str:
     if isinstance(statement, (ir.InputDecl, ir.StateDecl)):
         return f"{statement.kind} {statement.name}{format_window(statement.window)} : {format_dim(statement.dim)}"
     if isinstance(statement, ir.FixedNode):
-        return f"node {statement.name} = {format_expr(statement.expr)}"
+        norm = f" {format_attribute(statement.norm)}" if statement.norm is not None else ""
+        return f"node {statement.name} = {format_expr(statement.expr)}{norm}"
     if isinstance(statement, ir.StateUpdate):
         return f"{statement.name}[t] = {format_expr(statement.expr)}"
     if isinstance(statement, ir.OutputDecl):

@@ -114,6 +114,8 @@ class Stream:
 class FixedSpec:
     name: str
     expr: RExpr
+    norm: str = "none"  # ``node s0 = … norm batchnorm``: normalised during search
+    norm_shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class MixedSpec:
     norm: str
     dim_symbol: Optional[str] = None
     dim_value: Optional[int] = None
+    norm_shared: bool = False  # ``norm batchnorm shared``: the cell's one shared normalisation
 
     @property
     def op_names(self) -> tuple[str, ...]:
@@ -479,6 +482,8 @@ class _Resolver:
             value = self.attribute(a)
             if value is not None:
                 attrs[a.name] = value
+                if a.name == "norm":
+                    attrs["norm_shared"] = a.shared
         edges: list[CandidateEdge] = []
         seen: dict[tuple, ir.Span] = {}
         for clause in node.clauses:
@@ -512,6 +517,7 @@ class _Resolver:
             norm=attrs["norm"],
             dim_symbol=dim_symbol,
             dim_value=dim_value,
+            norm_shared=attrs.get("norm_shared", False),
         )
 
     def sources(self, src) -> list[list[str]]:
@@ -553,6 +559,9 @@ class _Resolver:
                 self.err(
                     f"unknown {a.name} '{a.value}' (one of: {', '.join(allowed[a.name])})", a.value_span, f"bad-{a.name}"
                 )
+                return None
+            if a.shared and a.value == "none":
+                self.err("'norm none shared': only a normalisation (batchnorm) can be shared", a.span, "bad-norm")
                 return None
             return a.value
         if a.name == "combine":
@@ -671,6 +680,8 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
         value = r.attribute(a)
         if value is not None:
             defaults[a.name] = value
+            if a.name == "norm":
+                defaults["norm_shared"] = a.shared
     if space.cell is None:
         r.err("the file has no cell { ... }", space.name_span, "no-cell")
         return None, r.diags
@@ -736,8 +747,10 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
         if isinstance(st, ir.FixedNode) and st.name in r.node_names and r.node_names[st.name] is st.name_span:
             expr = r.expr(st.expr, st.name, [0])
             edges += expr_operand_count(expr)
+            norm = r.attribute(st.norm) if st.norm is not None else None
             if expr is not None:
-                _add_computed(dag, st.name, FixedSpec(st.name, expr), expr_refs(expr))
+                fixed = FixedSpec(st.name, expr, norm or "none", bool(norm) and st.norm.shared)
+                _add_computed(dag, st.name, fixed, expr_refs(expr))
                 spans[st.name] = st.name_span
         elif isinstance(st, ir.MixedNode) and st.name in r.node_names and r.node_names[st.name] is st.name_span:
             spec = r.mixed(st, defaults)
@@ -794,7 +807,37 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
     )
     if nx.is_directed_acyclic_graph(dag):
         r.diags.extend(infer_dims(graph))
+        r.diags.extend(shared_norm_diagnostics(graph))
     return graph, r.diags
+
+
+def norm_text(spec) -> str:
+    """A node's normalisation as the language writes it: ``none``, ``batchnorm`` or ``batchnorm shared``."""
+    norm = getattr(spec, "norm", "none")
+    return f"{norm} shared" if norm != "none" and getattr(spec, "norm_shared", False) else norm
+
+
+def shared_norm_nodes(graph: CellGraph) -> list[str]:
+    """Computed nodes that use the cell's one shared normalisation, in topological order."""
+    return [k for k in graph.computed() if norm_text(graph.spec(k)).endswith(" shared")]
+
+
+def shared_norm_diagnostics(graph: CellGraph) -> list[Diagnostic]:
+    """One shared normalisation has one size: every node sharing it must have that size."""
+    keys = [k for k in shared_norm_nodes(graph) if graph.dim(k) is not None]
+    if not keys:
+        return []
+    first, size = keys[0], graph.dim(keys[0])
+    return [
+        error(
+            f"'{k}' has size {graph.dim(k)} but shares one normalisation with '{first}' of size {size}; "
+            "shared nodes need one size (or give this node its own 'norm batchnorm')",
+            graph.dag.nodes[k].get("span"),
+            "bad-norm",
+        )
+        for k in keys[1:]
+        if graph.dim(k) != size
+    ]
 
 
 def infer_dims(graph: CellGraph) -> list[Diagnostic]:

@@ -133,6 +133,8 @@ class Attribute(Element):
     name: Literal["transform", "combine", "select", "keep", "norm", "dim"]
     value: Union[int, str, list[str]]
     value_span: Span = Field(default=NO_SPAN, repr=False)
+    # ``norm batchnorm shared``: one normalisation shared by every node that says so
+    shared: bool = False
 
 
 class FromClause(Element):
@@ -173,6 +175,8 @@ class FixedNode(Element):
     name: str
     expr: Expr
     name_span: Span = Field(default=NO_SPAN, repr=False)
+    # ``node s0 = … norm batchnorm [shared]``: the node's value is normalised (search only)
+    norm: Optional[Attribute] = None
 
 
 class MixedNode(Element):

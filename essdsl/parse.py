@@ -142,8 +142,20 @@ class _Builder(Transformer):
     combine_attr = _attr("combine")
     select_attr = _attr("select")
     keep_attr = _attr("keep")
-    norm_attr = _attr("norm")
     dim_attr = _attr("dim")
+
+    @v_args(meta=True)
+    def norm_attr(self, meta, children):
+        """``norm NAME [shared]``, in defaults, a mix block or after a fixed node."""
+        value = children[0]
+        return ir.Attribute(
+            name="norm", value=str(value), value_span=_span(value), span=_span(meta), shared=len(children) > 1
+        )
+
+    def norm_shared(self, children):
+        return True
+
+    node_norm = norm_attr
 
     def combine_one(self, children):
         return (str(children[0]), _span(children[0]))
@@ -196,8 +208,10 @@ class _Builder(Transformer):
 
     @v_args(meta=True)
     def fixed_node(self, meta, children):
-        name, expr = children
-        return ir.FixedNode(name=str(name), expr=expr, name_span=_span(name), span=_span(meta))
+        name, expr, *norm = children
+        return ir.FixedNode(
+            name=str(name), expr=expr, name_span=_span(name), span=_span(meta), norm=norm[0] if norm else None
+        )
 
     @v_args(meta=True)
     def mixed_node(self, meta, children):

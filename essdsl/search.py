@@ -13,12 +13,15 @@ start with ``arch.``) and model weights (everything else).  The manifest (see
 Bilevel step (DARTS, Liu et al. 2019), per training segment:
 
 * architecture: Adam on ∇α L_val, first order (at the current w) or second
-  order: ``w' = w − η (∇w L_train(w, α) + wd·w)``, then
+  order: ``w' = w − η (clip(∇w L_train(w, α)) + wd·w)`` (the weight step, clipped
+  as the official ``architect.py`` does), then
   ``∇α L_val(w', α) − η · [∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)] / 2ε`` with
   ``w± = w ± ε ∇w' L_val(w', α)`` and ``ε = 0.01 / ‖∇w' L_val‖``.  Every
   training-loss evaluation of one architecture step replays the same dropout
   masks (the random state is restored before each), so the finite difference
-  differentiates one function and not two noisy samples of it;
+  differentiates one function and not two noisy samples of it.  ``RunConfig.hvp
+  = "official"`` instead perturbs w' along ``clip(∇w' L_val) + wd·w'`` as the
+  official code does (docs/semantics.md, "Differences from the official DARTS code");
 * weights: SGD with gradient clipping, lr scaled by ``seq_len / bptt``.
 
 :class:`Trainer` runs either mode (``search=False`` trains weights only, the
@@ -88,6 +91,10 @@ class RunConfig:
     arch_beta1: float = 0.9
     arch_beta2: float = 0.999
     order: str = "first"  # "first" | "second"
+    # second order's Hessian-vector product: "paper" (DARTS eq. 7: perturb w along
+    # grad_w' L_val) or "official" (quark0/darts rnn/architect.py: perturb w' along
+    # clip(grad_w' L_val) + wd w', divide by 2 eps + 1e-10); docs/semantics.md
+    hvp: str = "paper"
     seed: int = 0
     asgd: bool = False  # train mode: switch to averaged SGD when valid stalls
     nonmono: int = 5
@@ -199,6 +206,17 @@ def _set_rng_state(state, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def clip_by_total_norm(grads, max_norm: float) -> list:
+    """``grads`` scaled to total 2-norm ``max_norm`` when above it (``clip_grad_norm_``'s
+    rule on plain tensors; None entries stay None)."""
+    present = [g for g in grads if g is not None]
+    if not present or not math.isfinite(max_norm):
+        return list(grads)
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return [None if g is None else g * coef for g in grads]
+
+
 # ----------------------------------------------------------------- the bilevel step
 class BilevelOptimizer:
     """Architecture step of the bilevel problem (first or second order).
@@ -207,8 +225,12 @@ class BilevelOptimizer:
     model with its *current* parameters.
     """
 
-    def __init__(self, weights: dict, arch: dict, masks: dict, cfg: RunConfig):
+    def __init__(self, weights: dict, arch: dict, masks: dict, cfg: RunConfig, buffers: Optional[list] = None):
         self.weights = list(weights.values())
+        # BatchNorm statistics: the official second-order step runs its training pass at w
+        # on the model and the other three passes on a copy; so only that first pass
+        # may move the model's statistics
+        self.buffers = list(buffers or [])
         self.arch_names = list(arch)
         self.arch = list(arch.values())
         self.masks = [masks.get(n) for n in self.arch_names]
@@ -233,7 +255,9 @@ class BilevelOptimizer:
         tr_tokens, tr_targets, tr_hidden = train_batch
         rng = _rng_state(device)
         train_loss, _ = loss_fn(tr_tokens, tr_targets, tr_hidden)
-        g_train = torch.autograd.grad(train_loss, w, allow_unused=True)
+        saved_buffers = [b.detach().clone() for b in self.buffers]  # after this pass, as in the official code
+        # the unrolled step is the weight optimiser's step: gradient clipped as in weight_update
+        g_train = clip_by_total_norm(torch.autograd.grad(train_loss, w, allow_unused=True), self.cfg.clip)
         saved = [p.detach().clone() for p in w]
         with torch.no_grad():
             for p, g in zip(w, g_train):
@@ -245,18 +269,26 @@ class BilevelOptimizer:
             grads = torch.autograd.grad(val_loss, self.arch + w, allow_unused=True)
             d_arch = [torch.zeros_like(a) if g is None else g for a, g in zip(self.arch, grads[: len(self.arch)])]
             d_w = [torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[len(self.arch) :])]
-            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in d_w)).item()
+            base, direction, denominator_extra = saved, d_w, 0.0
+            if self.cfg.hvp == "official":
+                base = [p.detach().clone() for p in w]  # around the unrolled weights w'
+                direction = [g + wd * p for g, p in zip(clip_by_total_norm(d_w, self.cfg.clip), base)]
+                denominator_extra = 1e-10
+            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in direction)).item()
             if norm == 0.0 or not math.isfinite(norm):
                 return d_arch, val_loss.detach(), new_hidden
             eps = 0.01 / norm
-            grad_plus = self._arch_grad_at(loss_fn, train_batch, saved, d_w, eps, rng)
-            grad_minus = self._arch_grad_at(loss_fn, train_batch, saved, d_w, -eps, rng)
-            result = [da - eta * (gp - gm) / (2 * eps) for da, gp, gm in zip(d_arch, grad_plus, grad_minus)]
+            grad_plus = self._arch_grad_at(loss_fn, train_batch, base, direction, eps, rng)
+            grad_minus = self._arch_grad_at(loss_fn, train_batch, base, direction, -eps, rng)
+            denominator = 2 * eps + denominator_extra
+            result = [da - eta * (gp - gm) / denominator for da, gp, gm in zip(d_arch, grad_plus, grad_minus)]
             return result, val_loss.detach(), new_hidden
         finally:
             with torch.no_grad():
                 for p, s in zip(w, saved):
                     p.copy_(s)
+                for b, s in zip(self.buffers, saved_buffers):
+                    b.copy_(s)
 
     def _arch_grad_at(self, loss_fn, train_batch, base, direction, eps, rng):
         with torch.no_grad():
@@ -341,7 +373,11 @@ class Trainer:
         self.seq_rng = random.Random(self.cfg.seed)
         torch.manual_seed(self.cfg.seed)
         self.w_opt = self._sgd()
-        self.bilevel = BilevelOptimizer(weights, arch, arch_masks(self.manifest, arch), self.cfg) if self.cfg.search else None
+        self.bilevel = (
+            BilevelOptimizer(weights, arch, arch_masks(self.manifest, arch), self.cfg, list(self.model.buffers()))
+            if self.cfg.search
+            else None
+        )
         self.epoch = 0
         self.step = 0
         self.position = 0

@@ -25,6 +25,7 @@ from .graph import (
     arch_params,
     expr_params,
     mixed_params,
+    norm_text,
 )
 
 
@@ -112,7 +113,7 @@ def describe(graph: CellGraph) -> str:
                 f"combine {'{' + ', '.join(spec.combine) + '}' if len(spec.combine) > 1 else spec.combine[0]}",
                 f"select {spec.select}",
                 f"keep {spec.keep} of {len(spec.edges)}",
-                f"norm {spec.norm}",
+                f"norm {norm_text(spec)}",
             ]
             lines.append(f"      {', '.join(attrs)}")
             width = max((len(e.label) for e in spec.edges), default=0)
@@ -124,7 +125,8 @@ def describe(graph: CellGraph) -> str:
                 lines.append("      tensors: " + ", ".join(f"{p.name} {_shape(p.shape)}" for p in params))
         else:
             kind = "update" if isinstance(spec, UpdateSpec) else "fixed"
-            lines.append(f"  {key}  [{kind}, size {dim}] = {expr_text(spec.expr)}")
+            norm = f"  (norm {norm_text(spec)})" if norm_text(spec) != "none" else ""
+            lines.append(f"  {key}  [{kind}, size {dim}] = {expr_text(spec.expr)}{norm}")
             params = expr_params(spec.expr, graph, lambda t: expr_dim(t, graph))
             if params:
                 lines.append("      tensors: " + ", ".join(f"{p.name} {_shape(p.shape)}" for p in params))

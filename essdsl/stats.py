@@ -55,6 +55,7 @@ from .graph import (
     expr_dim,
     expr_params,
     mixed_params,
+    norm_text,
 )
 
 ZERO = "zero"
@@ -256,7 +257,7 @@ def _node_entry(graph: CellGraph, key: str, size: NodeSize) -> dict:
             combine=list(spec.combine),
             select=spec.select,
             transform=spec.transform,
-            norm=spec.norm,
+            norm=norm_text(spec),
             choices=node_architectures(spec),
             arch_weights=sum(p.numel for p in arch_params(spec)),
             arch_weights_valid=arch_entry_count(spec),
@@ -264,6 +265,7 @@ def _node_entry(graph: CellGraph, key: str, size: NodeSize) -> dict:
     else:
         entry.update(
             kind="update" if isinstance(spec, UpdateSpec) else "fixed",
+            norm=norm_text(spec),
             edges=[],
             ops=[],
             choices=1,
@@ -349,7 +351,8 @@ def node_saved_floats(graph: CellGraph, key: str, search: bool = True) -> int:
     """Floats kept for backward per token by one computed node of the supernet."""
     spec = graph.spec(key)
     if not isinstance(spec, MixedSpec):
-        return _expr_saved_floats(spec.expr, graph)
+        norm = 3 * graph.dim(key) if search and getattr(spec, "norm", "none") == "batchnorm" else 0
+        return _expr_saved_floats(spec.expr, graph) + norm
     d = graph.dim(key)
     E = len(spec.edges)
     saving = sum(1 for op in spec.op_names if op in _SAVING_OPS)

@@ -79,7 +79,8 @@ def test_eval_mode_uses_running_statistics_identically():
     graph = load_graph(ROOT / "spaces/ess_joint.space", sizes=SIZES)
     generated, reference = pair(graph, True)
     assert_same(generated, reference)  # one train step updates the running stats of both
-    torch.testing.assert_close(generated.norms.s3.running_mean, reference.norms["s3"].running_mean)
+    torch.testing.assert_close(generated.shared_norm.running_mean, reference.shared_norm.running_mean)  # s0..s8 share one
+    torch.testing.assert_close(generated.norms.hhat.running_mean, reference.norms["hhat"].running_mean)
     tokens = torch.randint(0, 20, (3, 2))
     generated.eval(), reference.eval()
     with torch.no_grad():
@@ -119,3 +120,4 @@ def test_untied_decoder_when_sizes_differ():
     generated, reference = pair(graph, True)
     assert dict(generated.named_parameters())["decoder_weight"].shape == (20, 8)
     assert_same(generated, reference)
+

@@ -184,9 +184,11 @@ def test_torchscript_artifact_runs_without_essdsl(tmp_path):
 
 
 def _cli(*args, cwd):
+    # PYTHONPATH: run this checkout's essdsl, not whichever one the venv has installed
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-c", "from essdsl.cli import main; main()", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
+        cwd=cwd, capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
 
 

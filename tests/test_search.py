@@ -41,7 +41,9 @@ def make_trainer(name, corpus, run_dir, order="first", max_steps=4, epochs=1, se
 @pytest.mark.parametrize("name", ["darts_rnn", "idarts_rnn", "ess_joint"])
 def test_search_runs_and_derives_a_checked_genotype(tmp_path, corpus, name, order):
     torch.set_num_threads(1)
-    trainer, manifest, space = make_trainer(name, corpus, tmp_path, order=order)
+    # 8 steps: after 2 or 4, I-DARTS's eval pass (one BatchNorm's running statistics shared
+    # by s0..s8, as the official code has it) still blows up over the 150-step validation stream
+    trainer, manifest, space = make_trainer(name, corpus, tmp_path, order=order, max_steps=8)
     before = {n: p.detach().clone() for n, p in trainer.arch.items()}
     history = trainer.run()
     assert len(history) == 1 and math.isfinite(history[0]["valid_ppl"])
@@ -121,7 +123,9 @@ def test_train_mode_has_no_arch_step_and_learns(tmp_path, corpus):
     torch.manual_seed(0)
     model = build_model(graph, cfg)
     assert not split_parameters(model)[1]
-    run_cfg = RunConfig(search=False, epochs=2, max_steps=None, batch_size=16, bptt=10, lr=20, wd=8e-7, asgd=True, nonmono=0)
+    # 4 epochs: from the official initialisation (embedding +-0.04, was +-0.1) the loss stays on
+    # a plateau for about two epochs (3.91 -> 3.86, 3.84, 3.54, 2.88)
+    run_cfg = RunConfig(search=False, epochs=4, max_steps=None, batch_size=16, bptt=10, lr=20, wd=8e-7, asgd=True, nonmono=0)
     trainer = Trainer(model, corpus, run_cfg, tmp_path, build_manifest(graph, cfg, model), checkpoint_name="model.pt")
     initial = trainer.evaluate()
     history = trainer.run()

@@ -5,8 +5,10 @@ warm-up step, as the median over ``repeats`` rounds in which every row takes
 one step in turn (so the machine's speed drifting hits all rows alike):
 
 * ``reference``: the edge-by-edge interpreter (the correctness oracle; baseline);
-* ``official-darts``: the step shaped like the official DARTS search code
-  (only for spaces with DARTS's parameter layout, e.g. ``spaces/darts_rnn.space``);
+* ``official-darts``: the official DARTS search model re-implemented from its code
+  (``official_darts.py``: nine normalisations by one shared BatchNorm and the
+  dropout-mask products per time step, log-softmax and NLL loss); only for spaces
+  with DARTS's parameter layout, e.g. ``spaces/darts_rnn.space``;
 * ``generated``: the generated straight-line module, eager;
 * ``generated+compile``: the same with one time step and the loss under
   ``torch.compile``, as ``essdsl search`` and ``train`` run it;
@@ -44,7 +46,7 @@ from ..compile.fast import SavedActivations, autocast, compile_loss, compile_ste
 from ..data import Corpus
 from ..search import RunConfig, Trainer, cross_entropy
 from ..stats import memory_estimate, stats_dict
-from .official_darts import OfficialDartsLM
+from .official_darts import OfficialDartsLM, load_essdsl_state
 
 NO_DROPOUT = dict(dropout=0.0, dropouth=0.0, dropoutx=0.0, dropouti=0.0, dropoute=0.0)
 
@@ -190,6 +192,11 @@ def _time_with_peak(steps: dict, repeats: int, device: str) -> tuple[dict, float
     return medians, 2 * PEAK_SIZE**3 / medians.pop(PEAK)
 
 
+def official_nll(log_prob: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The official training loss: NLL of the model's log-probabilities."""
+    return F.nll_loss(log_prob.reshape(-1, log_prob.size(-1)), targets.reshape(-1))
+
+
 def _official_model(graph, vocab: int, state: dict) -> Optional[torch.nn.Module]:
     """The official-DARTS-shaped module when the space has exactly DARTS's layout, else None."""
     steps = sum(1 for s in graph.mixed_nodes())
@@ -197,7 +204,7 @@ def _official_model(graph, vocab: int, state: dict) -> Optional[torch.nn.Module]
         return None
     candidate = OfficialDartsLM(vocab, graph.dims[graph.output], steps=steps)
     try:
-        candidate.load_state_dict(state, strict=True)
+        load_essdsl_state(candidate, state)
     except (RuntimeError, KeyError):
         return None
     return candidate
@@ -234,14 +241,17 @@ def run(
         entries: dict[str, tuple] = {}  # name -> (model, bf16, loss)
 
         def add(name: str, model, bf16: bool = False, loss: Callable = cross_entropy) -> None:
-            model.load_state_dict(state)
+            if isinstance(model, OfficialDartsLM):  # the official parameter layout
+                load_essdsl_state(model, state)
+            else:
+                model.load_state_dict(state)
             entries[name] = (model.to(device).train(), bf16, loss)
 
         if include_reference:
             add("reference", build_model(graph, config, impl="reference"))
         official = _official_model(graph, vocab, state)
         if official is not None:
-            add("official-darts", official)
+            add("official-darts", official, loss=official_nll)  # it returns log-probabilities, as the official model
         add("generated", base)
         compile_info = None
         if include_compile:

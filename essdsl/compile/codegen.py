@@ -42,17 +42,24 @@ from ..graph import (
     parameter_layout,
     param_safe,
 )
-from .names import module_attribute
 from .config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,
     EMBEDDING_INIT_RANGE,
+    SHARED_NORM,
     ZERO,
     ModelConfig,
     decoder_tied,
     embedding_dim,
+    expr_operand_key,
     hidden_layout,
+    mask_keys,
+    mask_size,
+    norm_target,
     op_mask,
+    operand_mask_key,
+    own_norms,
+    shared_norm_size,
     uses_norm,
 )
 
@@ -143,6 +150,8 @@ class _Generator:
         self.denom: dict[str, str] = {}
         self.phi: dict[tuple[str, str], str] = {}
         self.wstack: dict[str, str] = {}
+        # variational masks of values entering matrix products: key -> index in the step's ``masks``
+        self.mask_index = {key: i for i, key in enumerate(mask_keys(graph))}
 
     # ---------------------------------------------------------------- helpers
     def cell(self, name: str) -> str:
@@ -175,7 +184,7 @@ class _Generator:
             w(f"  {key:<8} {_describe(g, key, cfg)}")
         w('"""')
         w()
-        w("from typing import List, Tuple")
+        w("from typing import Dict, List, Tuple")
         w()
         w("import torch")
         w("import torch.nn.functional as F")
@@ -201,6 +210,8 @@ class _Generator:
         w()
         w(f"class {cls}(nn.Module):")
         w.indent()
+        w("mask_override: Dict[str, Tensor]  # dropout masks to use instead of drawing them (see _mask)")
+        w()
         w("def __init__(self, vocab: int = Config.vocab, dropout: float = Config.dropout, dropouth: float = Config.dropouth,")
         w("             dropoutx: float = Config.dropoutx, dropouti: float = Config.dropouti, dropoute: float = Config.dropoute):")
         w.indent()
@@ -222,9 +233,12 @@ class _Generator:
             if p.role == "arch":
                 w(_assign_member("self.arch", p.name, f"nn.Parameter(torch.empty({', '.join(map(str, p.shape))}))"))
         w("self.norms = ParameterBag()")
-        for s in self.mixed:
-            if uses_norm(s, cfg):
-                w(f"self.norms.{module_attribute(s.name)} = nn.BatchNorm1d({g.dim(s.name)}, affine=False)")
+        for key, size in own_norms(g, cfg).items():
+            w(f"self.norms.{key} = nn.BatchNorm1d({size}, affine=False)")
+        shared = shared_norm_size(g, cfg)
+        if shared is not None:
+            w(f"self.{SHARED_NORM} = nn.BatchNorm1d({shared}, affine=False)  # one normalisation shared by several nodes")
+        w("self.mask_override = {}")
         w("self.reset_parameters()")
         w.dedent()
         w()
@@ -265,8 +279,10 @@ class _Generator:
         w(f"return [{items}]")
         w.dedent()
         w()
-        w("def _mask(self, shape: List[int], p: float, like: Tensor) -> Tensor:")
-        w('    """A dropout mask: Bernoulli(1 - p) scaled by 1 / (1 - p)."""')
+        w("def _mask(self, key: str, shape: List[int], p: float, like: Tensor) -> Tensor:")
+        w('    """A dropout mask: Bernoulli(1 - p) scaled by 1 / (1 - p), or mask_override[key] when set."""')
+        w("    if key in self.mask_override:")
+        w("        return self.mask_override[key]")
         w("    return like.new_empty(shape).bernoulli_(1.0 - p) / (1.0 - p)")
         w()
         self.forward(w, tied, out_dim)
@@ -285,14 +301,14 @@ class _Generator:
         w("B = tokens.size(1)")
         w("weight = self.encoder.weight")
         w("if self.training and self.dropoute > 0:  # drop whole embedding rows")
-        w("    weight = weight * self._mask([weight.size(0), 1], self.dropoute, weight)")
+        w('    weight = weight * self._mask("dropoute", [weight.size(0), 1], self.dropoute, weight)')
         w("embedded = F.embedding(tokens, weight)")
         w("if self.training and self.dropouti > 0:  # locked dropout on the embedded inputs")
-        w(f"    embedded = embedded * self._mask([1, B, {self.ninp}], self.dropouti, embedded)")
+        w(f'    embedded = embedded * self._mask("dropouti", [1, B, {self.ninp}], self.dropouti, embedded)')
         slot_index = {(s.kind, s.stream): i for i, s in enumerate(self.slots)}
         seq, inp, depth_of = {}, {}, {}
         w()
-        w("# input streams: the carried past inputs (oldest first), then this segment; one mask per segment")
+        w("# input streams: the carried past inputs (oldest first), then this segment")
         for name, window in g.inputs.items():
             seq[name] = names.get(f"{name}_seq")
             inp[name] = names.get(f"{name}_in")
@@ -302,15 +318,14 @@ class _Generator:
             else:
                 w(f"{seq[name]} = embedded")
             w(f"{inp[name]} = {seq[name]}")
-            w("if self.training and self.dropoutx > 0:")
-            w(f"    {inp[name]} = {seq[name]} * self._mask([B, {g.dims[name]}], self.dropoutx, embedded).unsqueeze(0)")
         state_mask, carried = {}, {}
-        w("# past states: carried values (unmasked) and one variational mask per segment")
-        for name, window in g.states.items():
-            state_mask[name] = names.get(f"{name}_mask")
-            w(f"{state_mask[name]} = embedded.new_ones([B, {g.dims[name]}])")
-            w("if self.training and self.dropouth > 0:")
-            w(f"    {state_mask[name]} = self._mask([B, {g.dims[name]}], self.dropouth, embedded)")
+        w("# one variational mask per segment for the values entering matrix products (dropoutx: inputs, dropouth: the rest)")
+        for key in self.mask_index:
+            state_mask[key] = names.get(key.replace(".", "_") + "_mask")
+            rate = "self.dropoutx" if key.startswith("dropoutx.") else "self.dropouth"
+            w(f"{state_mask[key]} = embedded.new_ones([B, {mask_size(g, key)}])")
+            w(f"if self.training and {rate} > 0:")
+            w(f'    {state_mask[key]} = self._mask("{key}", [B, {mask_size(g, key)}], {rate}, embedded)')
         for name, window in g.states.items():
             i = slot_index[("state", name)]
             carried[name] = [names.get(f"{name}_past{j + 1}") for j in range(-window.earliest)]
@@ -320,7 +335,7 @@ class _Generator:
         w()
         arch_vars = self.per_forward_vars()
         w(f"arch: List[Tensor] = [{', '.join(arch_vars)}]")
-        w(f"masks: List[Tensor] = [{', '.join(state_mask[n] for n in g.states)}]")
+        w(f"masks: List[Tensor] = [{', '.join(state_mask.values())}]")
         w("outputs: List[Tensor] = []")
         input_keys = [k for k in g.order() if isinstance(g.spec(k), Stream) and g.spec(k).kind == "input"]
         past_keys = [k for k in g.order() if isinstance(g.spec(k), Stream) and g.spec(k).kind == "past"]
@@ -347,7 +362,7 @@ class _Generator:
         self.step_lines = self.step_method(input_keys, past_keys, arch_vars, list(state_mask.values()))
         w("output = torch.stack(outputs)")
         w("if self.training and self.dropout > 0:  # locked dropout on the outputs")
-        w(f"    output = output * self._mask([1, B, {out_dim}], self.dropout, output)")
+        w(f'    output = output * self._mask("dropout", [1, B, {out_dim}], self.dropout, output)')
         if tied:
             w("logits = F.linear(output, self.encoder.weight, self.decoder_bias)  # tied decoder")
         else:
@@ -383,9 +398,8 @@ class _Generator:
         w('"""One time step: inputs at their offsets, past states (newest first per state), masks, arch weights."""')
         for i, key in enumerate(input_keys):
             w(f"{self.value[key]} = xs[{i}]")
-        mask_index = {name: i for i, name in enumerate(g.states)}
         for i, key in enumerate(past_keys):
-            w(f"{self.value[key]} = past[{i}] * masks[{mask_index[g.spec(key).name]}]")
+            w(f"{self.value[key]} = past[{i}]")
         for i, var in enumerate(arch_vars):
             w(f"{var} = arch[{i}]")
         for key in g.computed():
@@ -397,6 +411,7 @@ class _Generator:
                 w(f"# {key} ({label})")
                 expr = self.expr(w, spec.expr, key)
                 w(f"{self.value[key]} = {_strip(expr)}")
+                self.normalise(w, spec, self.value[key])
         w(f"return [{', '.join(self.value[f'{name}[t]'] for name in g.states)}]")
         return w.lines
 
@@ -502,11 +517,35 @@ class _Generator:
         return var
 
     def joined(self, w: _Writer, inputs, owner: str) -> str:
-        parts = [_strip(self.shallow(w, self.expr(w, t, owner), owner)) for t in inputs]
+        """The concatenated operands of a matrix product, each times its variational mask."""
+        parts = [f"{_atom(self.shallow(w, self.expr(w, t, owner), owner))} * {self.mask(expr_operand_key(self.g, t))}" for t in inputs]
         return parts[0] if len(parts) == 1 else f"torch.cat([{', '.join(parts)}], 1)"
 
     def source_value(self, edge) -> str:
         return " * ".join(self.value[k] for k in edge.sources)
+
+    def mask(self, key: str) -> str:
+        return f"masks[{self.mask_index[key]}]"
+
+    def masked_sources(self, s: MixedSpec, us: list[str]) -> str:
+        """The stacked GEMM operands (E, B, d) of a mixed node: its sources times their masks."""
+        keys = [operand_mask_key(self.g, e.sources) for e in s.edges]
+        if len(set(keys)) == 1:  # one mask for all: multiply once, broadcast over the edges
+            stacked = f"torch.stack([{', '.join(us)}])" if len(us) > 1 else f"({us[0]}).unsqueeze(0)"
+            return f"({stacked} * {self.mask(keys[0])})"
+        return f"torch.stack([{', '.join(f'({u}) * {self.mask(k)}' for u, k in zip(us, keys))}])"
+
+    def stacked_operands(self, s: MixedSpec, u: str, us: list[str]) -> str:
+        """GEMM operands of a highway node whose sources are already stacked in ``u``."""
+        keys = {operand_mask_key(self.g, e.sources) for e in s.edges}
+        return f"({u} * {self.mask(keys.pop())})" if len(keys) == 1 else self.masked_sources(s, us)
+
+    def normalise(self, w: _Writer, spec, out: str) -> None:
+        target = norm_target(spec, self.cfg)
+        if target == SHARED_NORM:
+            w(f"{out} = self.{SHARED_NORM}({out})  # the shared normalisation")
+        elif target is not None:
+            w(f"{out} = self.norms.{target}({out})")
 
     def mixed_step(self, w: _Writer, s: MixedSpec) -> None:
         g, names = self.g, self.names
@@ -524,8 +563,9 @@ class _Generator:
             if s.transform == "highway":
                 u = names.get(f"{s.name}_u")
                 c, gg = names.get(f"{s.name}_c"), names.get(f"{s.name}_g")
-                w(f"{u} = torch.stack([{', '.join(us)}])  # ({E}, B, {d}): the candidate sources")
-                w(f"{c}, {gg} = torch.matmul({u}, {self.cell(f'{s.name}_w')}).chunk(2, -1)  # one GEMM for all edges")
+                w(f"{u} = torch.stack([{', '.join(us)}])  # ({E}, B, {d}): the candidate sources (the carry)")
+                operands = self.stacked_operands(s, u, us)
+                w(f"{c}, {gg} = torch.matmul({operands}, {self.cell(f'{s.name}_w')}).chunk(2, -1)  # one GEMM for all edges")
                 wu = names.get(f"{s.name}_wu")
                 w(f"{wu} = {self.wsum[s.name]} * {u}")
                 mixture = " + ".join(
@@ -534,18 +574,24 @@ class _Generator:
                 w(f"{m} = {wu} + torch.sigmoid({c}) * ({mixture} - {wu})  # op mixture, folded")
             else:
                 hname = names.get(f"{s.name}_h")
-                if s.name in self.wstack:
-                    w(f"{hname} = torch.bmm(torch.stack([{', '.join(us)}]), {self.wstack[s.name]})  # one GEMM for all edges")
-                else:
-                    prods = ", ".join(f"torch.mm({u}, {self.cell(f'{s.name}_w{e}')})" for e, u in enumerate(us))
-                    w(f"{hname} = torch.stack([{prods}])")
+                self.project_step(w, s, us, hname)
                 mixture = " + ".join(
                     f"{self.theta[(s.name, op)]} * {_act(op, hname)}" for op in s.op_names if op != ZERO
                 )
                 w(f"{m} = {mixture}  # op mixture")
             self.combine(w, s, m, self.wsum[s.name], out)
-        if uses_norm(s, self.cfg):
-            w(f"{out} = self.norms.{module_attribute(s.name)}({out})")
+        self.normalise(w, s, out)
+
+    def project_step(self, w: _Writer, s: MixedSpec, us: list[str], hname: str) -> None:
+        """``hname`` = the (E, B, d) projections of a project node's masked sources."""
+        if s.name in self.wstack:
+            w(f"{hname} = torch.bmm({self.masked_sources(s, us)}, {self.wstack[s.name]})  # one GEMM for all edges")
+        else:
+            keys = [operand_mask_key(self.g, e.sources) for e in s.edges]
+            prods = ", ".join(
+                f"torch.mm(({u}) * {self.mask(k)}, {self.cell(f'{s.name}_w{e}')})" for e, (u, k) in enumerate(zip(us, keys))
+            )
+            w(f"{hname} = torch.stack([{prods}])")
 
     def fixed_choice_step(self, w: _Writer, s: MixedSpec, us: list[str], out: str) -> None:
         """No op choice: every kept edge has its one op and weight 1."""
@@ -558,12 +604,13 @@ class _Generator:
                 var = names.get(f"{s.name}_u")
                 w(f"{var} = {u}")
                 u = var
+            masked = f"{u} * {self.mask(operand_mask_key(self.g, s.edges[0].sources))}"
             if s.transform == "highway":
                 c, gg = names.get(f"{s.name}_c"), names.get(f"{s.name}_g")
-                w(f"{c}, {gg} = torch.mm({u}, {self.cell(f'{s.name}_w')}).chunk(2, 1)")
+                w(f"{c}, {gg} = torch.mm({masked}, {self.cell(f'{s.name}_w')}).chunk(2, 1)")
                 w(f"{out} = {u} + torch.sigmoid({c}) * ({_act(ops[0], gg)} - {u})")
             else:
-                projected = f"torch.mm({u}, {self.cell(s.name + '_w0')})"
+                projected = f"torch.mm({masked}, {self.cell(s.name + '_w0')})"
                 w(f"{out} = {_act(ops[0], projected)}")
             return
         m = names.get(f"{s.name}_m")
@@ -571,7 +618,8 @@ class _Generator:
             u = names.get(f"{s.name}_u")
             c, gg = names.get(f"{s.name}_c"), names.get(f"{s.name}_g")
             w(f"{u} = torch.stack([{', '.join(us)}])")
-            w(f"{c}, {gg} = torch.matmul({u}, {self.cell(f'{s.name}_w')}).chunk(2, -1)  # one GEMM for all edges")
+            operands = self.stacked_operands(s, u, us)
+            w(f"{c}, {gg} = torch.matmul({operands}, {self.cell(f'{s.name}_w')}).chunk(2, -1)  # one GEMM for all edges")
             if len(set(ops)) == 1:
                 w(f"{m} = {u} + torch.sigmoid({c}) * ({_act(ops[0], gg)} - {u})")
             else:
@@ -579,11 +627,7 @@ class _Generator:
                 w(f"{m} = torch.stack([{', '.join(parts)}])")
         else:
             hname = names.get(f"{s.name}_h")
-            if s.name in self.wstack:
-                w(f"{hname} = torch.bmm(torch.stack([{', '.join(us)}]), {self.wstack[s.name]})")
-            else:
-                prods = ", ".join(f"torch.mm({u}, {self.cell(f'{s.name}_w{e}')})" for e, u in enumerate(us))
-                w(f"{hname} = torch.stack([{prods}])")
+            self.project_step(w, s, us, hname)
             if len(set(ops)) == 1:
                 w(f"{m} = {_act(ops[0], hname)}")
             else:
@@ -633,6 +677,10 @@ def _paren_depth(text: str) -> int:
         elif ch in ")]":
             depth -= 1
     return deepest
+
+def _atom(text: str) -> str:
+    """``text`` as one operand of ``*``: parenthesised unless it already is one."""
+    return text if text.isidentifier() or _strip(text) != text else f"({text})"
 
 
 def _strip(text: str) -> str:
@@ -694,7 +742,11 @@ def load_source(source: str, graph: CellGraph):
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         sys.modules[module_name] = module
         try:
-            exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - our own generated code
+            # dont_inherit: compile() would otherwise apply this file's `from __future__ import
+            # annotations` to the generated module, turning its class annotations into strings
+            # that TorchScript cannot resolve
+            code = compile(source, filename, "exec", dont_inherit=True)
+            exec(code, module.__dict__)  # noqa: S102 - our own generated code
         except BaseException:
             del sys.modules[module_name]
             raise

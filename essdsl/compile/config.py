@@ -10,15 +10,35 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from ..graph import CellGraph, MixedSpec, Stream, decoder_tied, embedding_dim  # noqa: F401 - re-exported for the compiler
+from ..graph import (  # noqa: F401 - re-exported for the compiler
+    CellGraph,
+    EApply,
+    ECombine,
+    EHighway,
+    ELinear,
+    ERef,
+    MixedSpec,
+    RExpr,
+    Stream,
+    decoder_tied,
+    embedding_dim,
+    expr_dim,
+)
+from .names import module_attribute
 
 ZERO = "zero"
 
-# Initialisation ranges (DARTS): cell weights uniform(-0.04, 0.04), embedding
-# uniform(-0.1, 0.1), architecture logits 1e-3 * randn.
+# Initialisation ranges of the official DARTS code (quark0/darts rnn/model.py,
+# INITRANGE = 0.04): cell weights, the embedding and an untied decoder all
+# uniform(-0.04, 0.04), decoder bias 0, architecture logits 1e-3 * randn.
 CELL_INIT_RANGE = 0.04
-EMBEDDING_INIT_RANGE = 0.1
+EMBEDDING_INIT_RANGE = 0.04
 ARCH_INIT_SCALE = 1e-3
+
+# Module name of the one normalisation shared by every ``norm batchnorm shared``
+# node (the official DARTS search cell's single ``bn``).  Not under ``norms.``,
+# so no node name can collide with it.
+SHARED_NORM = "shared_norm"
 
 
 @dataclass(frozen=True)
@@ -74,12 +94,114 @@ def op_mask(spec: MixedSpec) -> list[list[bool]]:
     return [[op in edge.ops for op in spec.op_names] for edge in spec.edges]
 
 
-def uses_norm(spec: MixedSpec, config: ModelConfig) -> bool:
-    return bool(config.search) and spec.norm == "batchnorm"
+def uses_norm(spec, config: ModelConfig) -> bool:
+    """The node (mixed or fixed) is normalised: ``norm batchnorm`` in a supernet."""
+    return bool(config.search) and getattr(spec, "norm", "none") == "batchnorm"
 
 
 def norm_nodes(graph: CellGraph, config: ModelConfig) -> list[MixedSpec]:
     return [s for s in graph.mixed_nodes() if uses_norm(s, config)]
+
+
+def own_norms(graph: CellGraph, config: ModelConfig) -> dict[str, int]:
+    """Nodes with a normalisation of their own (``norms.<attribute>``, the node's name
+    made safe by :func:`module_attribute`): attribute -> size."""
+    return {
+        module_attribute(k): graph.dim(k)
+        for k in graph.computed()
+        if uses_norm(graph.spec(k), config) and not graph.spec(k).norm_shared
+    }
+
+
+def shared_norm_size(graph: CellGraph, config: ModelConfig) -> Optional[int]:
+    """Size of the shared normalisation, or None when no node uses it."""
+    keys = [k for k in graph.computed() if uses_norm(graph.spec(k), config) and graph.spec(k).norm_shared]
+    return graph.dim(keys[0]) if keys else None
+
+
+def norm_target(spec, config: ModelConfig) -> Optional[str]:
+    """Which normalisation a node's value goes through: None, ``SHARED_NORM`` or the
+    node's own (its key in ``norms``)."""
+    if not uses_norm(spec, config):
+        return None
+    return SHARED_NORM if spec.norm_shared else module_attribute(spec.name)
+
+
+# ---------------------------------------------------------------- dropout masks
+# Where the variational dropouts apply (docs/semantics.md, "Dropout"): every
+# value that enters a matrix product — an input of linear/project/highway, or a
+# mixed node's candidate source before its transform's GEMM — is multiplied by
+# a mask fixed over the segment: an input stream by its ``dropoutx`` mask, any
+# other value (past state, node, Hadamard pair) by the ``dropouth`` mask of its
+# size.  Values outside matrix products (a highway's carry, sums, products,
+# means) stay unmasked.  This is the official DARTS rule (``h_mask`` on h[t-1]
+# and on every s_j before ``_Ws[i]``), i.e. variational RNN dropout.
+
+def input_mask_key(stream: str) -> str:
+    return f"dropoutx.{stream}"
+
+
+def hidden_mask_key(size: int) -> str:
+    return f"dropouth.{size}"
+
+
+def operand_mask_key(graph: CellGraph, sources: tuple[str, ...]) -> str:
+    """Mask of a value entering a matrix product: one input stream -> its dropoutx mask, else dropouth by size."""
+    if len(sources) == 1:
+        spec = graph.spec(sources[0])
+        if isinstance(spec, Stream) and spec.kind == "input":
+            return input_mask_key(spec.name)
+    return hidden_mask_key(graph.dim(sources[0]))
+
+
+def expr_operand_key(graph: CellGraph, e: RExpr) -> str:
+    """``operand_mask_key`` of one input of a linear/project/highway expression."""
+    if isinstance(e, ERef):
+        return operand_mask_key(graph, (e.key,))
+    return hidden_mask_key(expr_dim(e, graph))
+
+
+def mask_keys(graph: CellGraph) -> list[str]:
+    """Every variational mask a step reads, in a stable order (dropoutx per input stream, then dropouth per size)."""
+    keys: dict[str, None] = {}
+
+    def walk(e):
+        if isinstance(e, (ELinear, EHighway)):
+            for t in e.inputs:
+                keys.setdefault(expr_operand_key(graph, t), None)
+        for child in _children(e):
+            walk(child)
+
+    for k in graph.computed():
+        spec = graph.spec(k)
+        if isinstance(spec, MixedSpec):
+            for edge in spec.edges:
+                keys.setdefault(operand_mask_key(graph, edge.sources), None)
+        else:
+            walk(spec.expr)
+    return sorted(keys, key=lambda k: (not k.startswith("dropoutx."), k))
+
+
+def mask_rate(key: str, config) -> float:
+    """The dropout probability of a variational mask (``config``: anything with dropoutx/dropouth)."""
+    return config.dropoutx if key.startswith("dropoutx.") else config.dropouth
+
+
+def mask_size(graph: CellGraph, key: str) -> int:
+    kind, _, rest = key.partition(".")
+    return graph.dims[rest] if kind == "dropoutx" else int(rest)
+
+
+def _children(e: RExpr) -> list:
+    if isinstance(e, EApply):
+        return [e.arg]
+    if isinstance(e, ECombine):
+        return list(e.terms)
+    if isinstance(e, ELinear):
+        return list(e.inputs)
+    if isinstance(e, EHighway):
+        return list(e.inputs) + [e.carry]
+    return []
 
 
 def past_stream_keys(graph: CellGraph) -> list[str]:

@@ -34,17 +34,24 @@ from ..graph import (
     parameter_layout,
     stream_key,
 )
-from .names import module_attribute
 from .config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,
     EMBEDDING_INIT_RANGE,
+    SHARED_NORM,
     ZERO,
     ModelConfig,
     decoder_tied,
     embedding_dim,
+    expr_operand_key,
     hidden_layout,
-    uses_norm,
+    mask_keys,
+    mask_rate,
+    mask_size,
+    norm_target,
+    operand_mask_key,
+    own_norms,
+    shared_norm_size,
 )
 
 
@@ -87,13 +94,14 @@ class ReferenceModel(nn.Module):
         for p in parameter_layout(graph):
             bag = self.arch if p.role == "arch" else self.cell
             bag.register_parameter(p.name, nn.Parameter(torch.empty(p.shape)))
-        self.norms = nn.ModuleDict(
-            {
-                module_attribute(s.name): nn.BatchNorm1d(graph.dim(s.name), affine=False)
-                for s in graph.mixed_nodes()
-                if uses_norm(s, config)
-            }
-        )
+        self.norms = nn.ModuleDict({k: nn.BatchNorm1d(d, affine=False) for k, d in own_norms(graph, config).items()})
+        shared = shared_norm_size(graph, config)
+        if shared is not None:
+            self.add_module(SHARED_NORM, nn.BatchNorm1d(shared, affine=False))
+        # Dropout masks to use instead of drawing them (key -> tensor; see _mask):
+        # lets a test drive this model and another implementation with the same masks.
+        self.mask_override: Dict[str, Tensor] = {}
+        self._step_masks: Dict[str, Tensor] = {}  # this segment's variational masks (set by forward)
         self.reset_parameters()
 
     # ------------------------------------------------------------ parameters
@@ -173,19 +181,25 @@ class ReferenceModel(nn.Module):
                 out = out + t if s > 0 else out - t
             return out
         if isinstance(e, ELinear):
-            joined = torch.cat([self._expr(t, values) for t in e.inputs], dim=-1)
+            joined = torch.cat([self._operand(t, values) for t in e.inputs], dim=-1)
             out = joined @ getattr(self.cell, e.param)
             if e.bias:
                 out = out + getattr(self.cell, bias_name(e.param))
             return out
         if isinstance(e, EHighway):
-            joined = torch.cat([self._expr(t, values) for t in e.inputs], dim=-1)
-            carry = self._expr(e.carry, values)
+            joined = torch.cat([self._operand(t, values) for t in e.inputs], dim=-1)
+            carry = self._expr(e.carry, values)  # the carry stays unmasked
             both = joined @ getattr(self.cell, e.param)
             d = carry.shape[-1]
             c, g = both[:, :d], both[:, d:]
             return carry + torch.sigmoid(c) * (activation(e.op, g) - carry)
         raise TypeError(e)
+
+    def _operand(self, e: RExpr, values: Dict[str, Tensor]) -> Tensor:
+        """A value entering a matrix product, times its variational mask (semantics.md, "Dropout")."""
+        value = self._expr(e, values)
+        mask = self._step_masks.get(expr_operand_key(self.graph, e))
+        return value if mask is None else value * mask
 
     def _mixed(self, spec: MixedSpec, values: Dict[str, Tensor], theta, phi) -> Tensor:
         d = self.graph.dim(spec.name)
@@ -195,11 +209,13 @@ class ReferenceModel(nn.Module):
             u = values[edge.sources[0]]
             for other in edge.sources[1:]:
                 u = u * values[other]
+            mask = self._step_masks.get(operand_mask_key(self.graph, edge.sources))
+            masked = u if mask is None else u * mask  # only the GEMM's operand; the carry u stays unmasked
             if spec.transform == "highway":
-                both = u @ getattr(self.cell, f"{spec.name}_w")
+                both = masked @ getattr(self.cell, f"{spec.name}_w")
                 c, g = both[:, :d], both[:, d:]
             else:
-                projected = u @ getattr(self.cell, f"{spec.name}_w{e}")
+                projected = masked @ getattr(self.cell, f"{spec.name}_w{e}")
             m = torch.zeros(u.shape[0], d, dtype=u.dtype, device=u.device)
             w = torch.zeros((), dtype=u.dtype, device=u.device)
             for op in spec.op_names:
@@ -229,48 +245,55 @@ class ReferenceModel(nn.Module):
                 for m, w in zip(mixtures[1:], weights[1:]):
                     combined = combined * (1 - w + m)
             value = combined if len(spec.combine) == 1 else (p * combined if value is None else value + p * combined)
-        if module_attribute(spec.name) in self.norms:
-            value = self.norms[module_attribute(spec.name)](value)
         return value
+
+    def _normalise(self, spec, value: Tensor) -> Tensor:
+        target = norm_target(spec, self.config)
+        if target is None:
+            return value
+        return getattr(self, SHARED_NORM)(value) if target == SHARED_NORM else self.norms[target](value)
 
     def cell_step(self, values: Dict[str, Tensor], theta, phi) -> Dict[str, Tensor]:
         """Compute every node of one step; ``values`` holds the stream values the step reads."""
         for key in self.graph.computed():
             spec = self.graph.spec(key)
             if isinstance(spec, MixedSpec):
-                values[key] = self._mixed(spec, values, theta[key], phi[key])
+                values[key] = self._normalise(spec, self._mixed(spec, values, theta[key], phi[key]))
             else:
-                values[key] = self._expr(spec.expr, values)
+                values[key] = self._normalise(spec, self._expr(spec.expr, values))
         return values
 
     # ------------------------------------------------------------ the LM
-    def _bernoulli_mask(self, shape: Tuple[int, ...], p: float, like: Tensor) -> Tensor:
+    def _bernoulli_mask(self, shape: Tuple[int, ...], p: float, like: Tensor, key: str = "") -> Tensor:
+        """A dropout mask (Bernoulli(1 - p) / (1 - p)), or ``mask_override[key]`` when given."""
+        if key in self.mask_override:
+            return self.mask_override[key]
         return like.new_empty(shape).bernoulli_(1 - p) / (1 - p)
 
     def forward(self, tokens: Tensor, hidden: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         T, B = tokens.shape
         weight = self.encoder.weight
         if self.training and self.dropoute > 0:
-            weight = weight * self._bernoulli_mask((weight.shape[0], 1), self.dropoute, weight)
+            weight = weight * self._bernoulli_mask((weight.shape[0], 1), self.dropoute, weight, "dropoute")
         embedded = F.embedding(tokens, weight)
         if self.training and self.dropouti > 0:
-            embedded = embedded * self._bernoulli_mask((1, B, self.ninp), self.dropouti, embedded)
+            embedded = embedded * self._bernoulli_mask((1, B, self.ninp), self.dropouti, embedded, "dropouti")
 
         slots = {(s.kind, s.stream): (i, s) for i, s in enumerate(self.slots)}
         # Each input stream's sequence: its carried past (oldest first), then this segment.
         sequences: Dict[str, Tensor] = {}
-        masks: Dict[str, Tensor] = {}
         for name in self.graph.inputs:
             if ("input", name) in slots:
                 i, _ = slots[("input", name)]
                 sequences[name] = torch.cat([hidden[i].flip(0), embedded], dim=0)
             else:
                 sequences[name] = embedded
-            if self.training and self.dropoutx > 0:
-                masks[name] = self._bernoulli_mask((B, self.graph.dims[name]), self.dropoutx, embedded)
-        for name in self.graph.states:
-            if self.training and self.dropouth > 0:
-                masks[name] = self._bernoulli_mask((B, self.graph.dims[name]), self.dropouth, embedded)
+        # One variational mask per segment for every kind of value entering a matrix product.
+        self._step_masks = {}
+        for key in mask_keys(self.graph):
+            p = mask_rate(key, self)
+            if self.training and p > 0:
+                self._step_masks[key] = self._bernoulli_mask((B, mask_size(self.graph, key)), p, embedded, key)
         # past[name][j] = value at offset -(j + 1)
         past: Dict[str, List[Tensor]] = {}
         for name in self.graph.states:
@@ -291,8 +314,6 @@ class ReferenceModel(nn.Module):
                     value = sequences[spec.name][t + depth + spec.offset]
                 else:
                     value = past[spec.name][-spec.offset - 1]
-                if spec.name in masks:
-                    value = value * masks[spec.name]
                 values[key] = value
             values = self.cell_step(values, theta, phi)
             for name in self.graph.states:
@@ -300,7 +321,7 @@ class ReferenceModel(nn.Module):
             outputs.append(past[self.graph.output][0])
         output = torch.stack(outputs)
         if self.training and self.dropout > 0:
-            output = output * self._bernoulli_mask((1, B, self.output_dim), self.dropout, output)
+            output = output * self._bernoulli_mask((1, B, self.output_dim), self.dropout, output, "dropout")
         decoder = self.encoder.weight if self.tied else self.decoder_weight
         logits = output @ decoder.t() + self.decoder_bias
 
