@@ -121,3 +121,17 @@ def test_untied_decoder_when_sizes_differ():
     assert dict(generated.named_parameters())["decoder_weight"].shape == (20, 8)
     assert_same(generated, reference)
 
+
+def test_neg_of_a_sum_negates_the_whole_sum():
+    # the generated code once wrote neg(a + h[t-1]) as `-a + h_tm1` (its operand's
+    # parentheses were dropped); the reference negated the sum
+    from essdsl.check import check_text
+
+    text = (
+        "space negated\ncell {\n  input x[t] : ninp\n  state h[t-1] : nhid\n"
+        "  node a = linear(x[t], h[t-1])\n  node n = neg(a + h[t-1])\n  h[t] = tanh(n)\n}\n"
+    )
+    graph, report = check_text(text, "<neg>", SIZES)
+    assert report.ok, report.render()
+    generated, reference = pair(graph, search=False)
+    assert_same(generated.double(), reference.double())

@@ -466,7 +466,9 @@ class _Generator:
         if isinstance(e, ERef):
             return self.value[e.key]
         if isinstance(e, EApply):
-            return _act(e.op, _strip(self.shallow(w, self.expr(w, e.arg, owner), owner)))
+            arg = self.shallow(w, self.expr(w, e.arg, owner), owner)
+            # neg prefixes its operand, so the operand keeps its parentheses: -(a + b), not -a + b
+            return _act(e.op, _atom(arg) if e.op == "neg" else _strip(arg))
         if isinstance(e, ECombine):
             terms = [self.shallow(w, self.expr(w, t, owner), owner) for t in e.terms]
             if e.combiner == "product":
