@@ -43,9 +43,13 @@ def metrics(folder):
 def searches(tmp_path_factory):
     """A deliberately failed search (--arch-lr 0) and a healthy one of the same space."""
     root = tmp_path_factory.mktemp("health")
-    common = ["search", "spaces/darts_rnn.space", *SMALL, "--epochs", "2", "--final-epochs", "0"]
+    # ess_joint (one BatchNorm per node) on 8,000 tokens: 3 epochs learn the task and move
+    # the weights without collapse; darts_rnn's shared BatchNorm (the official layout) is
+    # below the unigram model in eval mode at this size, and 4,000 tokens are too few
+    sized = [*SMALL[: SMALL.index("--synthetic-tokens")], "--synthetic-tokens", "8000"]
+    common = ["search", "spaces/ess_joint.space", *sized, "--epochs", "3", "--final-epochs", "0"]
     failed = essdsl(*common, "--no-compile", "--arch-lr", "0", "--out", root / "failed")
-    healthy = essdsl(*common, "--arch-lr", "0.03", "--out", root / "healthy")  # compile left to the policy
+    healthy = essdsl(*common, "--arch-lr", "0.01", "--out", root / "healthy")  # compile left to the policy
     return root, failed, healthy
 
 
@@ -57,7 +61,7 @@ def test_a_search_whose_architecture_never_moved_ends_with_a_warning(searches):
     assert len(warning) == 1 and "--arch-lr" in warning[0], failed.stderr  # one unwrapped line, with what to try
     assert "search health: ok" not in failed.stderr
     epochs = [l for l in lines if l.startswith("epoch ")]
-    assert len(epochs) == 2 and all("health: no-learning" in l for l in epochs)
+    assert len(epochs) == 3 and all("health: no-learning" in l for l in epochs)
     assert "running eagerly: --no-compile" in failed.stderr
     health = json.loads((root / "failed" / "metrics.jsonl").read_text().splitlines()[-1])["health"]
     assert health["change"] == 0.0 and "no-learning" in health["warnings"]
@@ -72,14 +76,14 @@ def test_a_healthy_search_has_no_warning(searches):
     assert healthy.returncode == 0, healthy.stderr
     assert "warning" not in healthy.stderr, healthy.stderr
     assert "search health: ok" in healthy.stderr
-    # 50 steps of a 16-wide cell: the compile policy runs it eagerly and says why, in one line
+    # 150 steps of a 16-wide cell: the compile policy runs it eagerly and says why, in one line
     decision = [l for l in healthy.stderr.splitlines() if "torch.compile" in l]
-    assert len(decision) == 1 and re.match(r"essdsl: running eagerly \(no torch\.compile\): 5\d steps at .* --compile to force it$", decision[0]), decision
+    assert len(decision) == 1 and re.match(r"essdsl: running eagerly \(no torch\.compile\): 1\d\d steps at .* --compile to force it$", decision[0]), decision
     assert json.loads((root / "healthy" / "manifest.json").read_text())["options"]["compile"] is False
     assert 'health = "ok"' in (root / "healthy" / "genotype.space").read_text()
     # one line per epoch with the reference points, no progress frames
     epochs = [l for l in healthy.stderr.splitlines() if l.startswith("epoch ")]
-    assert len(epochs) == 2 and all("valid ppl" in l and "unigram" in l and "uniform 50" in l and "floor" in l for l in epochs)
+    assert len(epochs) == 3 and all("valid ppl" in l and "unigram" in l and "uniform 50" in l and "floor" in l for l in epochs)
     assert "the supernet beats the unigram model" in healthy.stderr
     assert_piped_output_is_plain(healthy.stderr)
 
