@@ -17,9 +17,12 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
-# The largest embedding or hidden size an option may ask for: a DARTS cell of
-# this width already holds ~10**9 weights.
-MAX_SIZE = 8192
+from .limits import max_size
+
+# The largest embedding or hidden size an option may ask for: the language's own size
+# limit (state h : N), so that --nhid and a size written in the file agree;
+# ESSDSL_MAX_SIZE raises both (essdsl/limits.py).
+MAX_SIZE = max_size()
 MAX_BATCH = 4096
 MAX_BPTT = 1000
 MAX_SYNTHETIC_TOKENS = 10_000_000  # the Markov sampler runs ~1 s per 300,000 tokens
