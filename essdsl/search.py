@@ -47,7 +47,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import files, runfiles
+from . import runfiles
+from .files import atomic_write_bytes, atomic_write_text
 from .data import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
 
 ARCH_PREFIX = "arch."
@@ -109,15 +110,6 @@ class RunConfig:
 
 
 # ----------------------------------------------------------------- files
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (see :mod:`essdsl.files`)."""
-    files.atomic_write_bytes(path, data)
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def atomic_torch_save(obj, path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)

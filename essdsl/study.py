@@ -50,6 +50,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .files import atomic_write_bytes, atomic_write_text
 from .options import RANGES
 from .sample import SampleError
 
@@ -292,7 +293,6 @@ def _sample_genotypes(study: Study, space_path: Path, folder: Path, k: int, seed
     """Write (once) the K genotypes a random unit trains: ``essdsl sample SPACE -n K --seed SEED``."""
     from .check import load_graph_text
     from .sample import draw, sample_file_name
-    from .search import atomic_write_text
 
     data = space_path.read_bytes()
     import hashlib
@@ -428,8 +428,7 @@ class Runner:
             else:
                 self.failures.append(f"{step.kind} {step.folder}: {tail}")
             return False
-        from .search import atomic_write_text
-
+    
         if step.kind == "eval":
             found = _TEST_PPL.search(proc.stdout)
             if not found:
@@ -475,7 +474,6 @@ def _settings(study: Study) -> dict:
 
 def run_study(study: Study, jobs: int = 1, echo=None) -> Runner:
     """Run (or continue) every step of the study; seeds, spaces and strategies may be added between runs."""
-    from .search import atomic_write_text
 
     settings = _settings(study)
     recorded = _read_json(study.out / SETTINGS)
@@ -753,7 +751,6 @@ class Report:
 
 
 def report_study(study: Study) -> Report:
-    from .search import atomic_write_bytes
 
     units, _jobs = plan(study) if study.out.exists() else ([], [])
     if not units:

@@ -44,7 +44,7 @@ def sample(
     """
     from ..check import check_file
     from ..sample import SampleError, draw, enumerate_all, sample_file_name
-    from ..search import atomic_write_text
+    from ..files import atomic_write_text
 
     if all_ == (n is not None):
         fail("give either -n N (a uniform sample) or --all (every architecture)")
