@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from essdsl.check import check_graph  # noqa: E402
+from essdsl.lang.check import check_graph  # noqa: E402
 from essdsl.errors import has_errors  # noqa: E402
-from essdsl.graph import build_graph  # noqa: E402
-from essdsl.parse import _parser, parse_space  # noqa: E402
+from essdsl.lang.graph import build_graph  # noqa: E402
+from essdsl.lang.parse import _parser, parse_space  # noqa: E402
 
 
 def chain_space(nodes: int, window: int = 4) -> str:

@@ -34,14 +34,14 @@ from typing import Optional, Union
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from essdsl import ir, limits  # noqa: E402
-from essdsl.check import check_text  # noqa: E402
-from essdsl.diff import diff_graphs, render_edits  # noqa: E402
+from essdsl.lang import ir, limits  # noqa: E402
+from essdsl.lang.check import check_text  # noqa: E402
+from essdsl.lang.diff import diff_graphs, render_edits  # noqa: E402
 from essdsl.errors import ParseError  # noqa: E402
-from essdsl.fmt import format_text  # noqa: E402
-from essdsl.parse import parse_space  # noqa: E402
-from essdsl.show import describe, to_dot  # noqa: E402
-from essdsl.stats import memory_estimate, stats_dict  # noqa: E402
+from essdsl.lang.fmt import format_text  # noqa: E402
+from essdsl.lang.parse import parse_space  # noqa: E402
+from essdsl.lang.show import describe, to_dot  # noqa: E402
+from essdsl.lang.stats import memory_estimate, stats_dict  # noqa: E402
 
 SHIPPED = sorted((ROOT / "spaces").glob("*.space")) + sorted((ROOT / "genotypes").glob("*.space"))
 SHIPPED_TEXTS = [p.read_text(encoding="utf-8") for p in SHIPPED]

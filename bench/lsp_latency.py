@@ -57,7 +57,7 @@ def main() -> None:
     middle = args.nodes // 2 | 1  # a mixed node
     needle = f"node n{middle} = mix"
     broken = text.replace(f"from n{middle - 4}..", f"from m{middle - 4}..", 1)
-    from essdsl.check import check_text
+    from essdsl.lang.check import check_text
 
     check_text(text)  # build the parser first, as a running server has
     results: dict[str, list[float]] = {"check_text in-process": [timed(lambda: check_text(text)) for _ in range(5)]}

@@ -41,9 +41,9 @@ _LINE_BREAK_LOOKALIKES = {ord(c): " " for c in "\t\v\f\r\x1c\x1d\x1e\x85\u2028\u
 def source_excerpt(source: str, line: int, column: int, end_column: int = 0) -> Optional[tuple[str, str]]:
     """The source line ``line`` (lines as the parser counts them: split at "\\n" only)
     and a caret line under ``column``..``end_column``; long lines are cut to a window
-    of :data:`essdsl.limits.MAX_EXCERPT` characters around the column."""
-    from .limits import MAX_EXCERPT
-    from .parse import source_lines
+    of :data:`essdsl.lang.limits.MAX_EXCERPT` characters around the column."""
+    from essdsl.lang.limits import MAX_EXCERPT
+    from essdsl.lang.parse import source_lines
 
     lines = source_lines(source)
     if not 0 < line <= len(lines):
@@ -64,10 +64,10 @@ def source_excerpt(source: str, line: int, column: int, end_column: int = 0) -> 
 
 
 def render_diagnostics(diagnostics: Iterable[Diagnostic], path: str, source: Optional[str]) -> str:
-    """Every diagnostic sorted, at most :data:`essdsl.limits.MAX_DIAGNOSTICS` of them
+    """Every diagnostic sorted, at most :data:`essdsl.lang.limits.MAX_DIAGNOSTICS` of them
     rendered; the rest are counted in one closing line (a file with 30,000 repeats
     of one mistake must not print 30,000 excerpts)."""
-    from .limits import MAX_DIAGNOSTICS
+    from essdsl.lang.limits import MAX_DIAGNOSTICS
 
     ordered = sorted(diagnostics, key=sort_key)
     shown = [d.render(path, source) for d in ordered[:MAX_DIAGNOSTICS]]
@@ -104,7 +104,13 @@ def sort_key(d: Diagnostic):
     return (d.line or 10**9, d.column, d.severity != "error", d.message)
 
 
-class SpaceError(Exception):
+class EssdslError(Exception):
+    """The root of every error essdsl raises on purpose: bad input, a run that cannot
+    go on, a file that is not what it should be.  The message describes the problem
+    (not a command-line flag); the CLI catches this class once and prints it."""
+
+
+class SpaceError(EssdslError):
     """Raised when a .space file has errors; carries every diagnostic found."""
 
     def __init__(self, diagnostics: list[Diagnostic], path: str = "<space>", source: Optional[str] = None):

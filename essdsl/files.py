@@ -21,6 +21,7 @@ import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Union
+from essdsl.errors import EssdslError
 
 PathLike = Union[str, Path]
 TEMP_SUFFIX = ".tmp"
@@ -30,7 +31,7 @@ TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+\.(tmp\d+|[A-Za-z0-9_]+\.tmp)$")
 
 
-class OutputError(OSError):
+class OutputError(EssdslError, OSError):
     """An output file cannot be written; ``str()`` says which and why."""
 
     def __init__(self, path: PathLike, reason: str, code: int = 0):

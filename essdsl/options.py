@@ -17,11 +17,11 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
-from .limits import max_size
+from essdsl.lang.limits import max_size
 
 # The largest embedding or hidden size an option may ask for: the language's own size
 # limit (state h : N), so that --nhid and a size written in the file agree;
-# ESSDSL_MAX_SIZE raises both (essdsl/limits.py).
+# ESSDSL_MAX_SIZE raises both (essdsl/lang/limits.py).
 MAX_SIZE = max_size()
 MAX_BATCH = 4096
 MAX_BPTT = 1000
@@ -125,7 +125,7 @@ def option_problems(values: Mapping[str, object]) -> list[str]:
 
 def check_options(values: Mapping[str, object]) -> None:
     """Exit 2 (usage error) with one line per bad option; call first thing in a command with ``locals()``."""
-    from .cli.common import fail
+    from essdsl.cli.common import fail
 
     problems = option_problems(values)
     if problems:

@@ -50,9 +50,10 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .files import atomic_write_bytes, atomic_write_text
-from .options import RANGES
-from .sample import SampleError
+from essdsl.files import atomic_write_bytes, atomic_write_text
+from essdsl.options import RANGES
+from essdsl.nas.sample import SampleError
+from essdsl.errors import EssdslError
 
 TASKS = ("lm",)
 DONE = "study-done.json"
@@ -64,7 +65,7 @@ UNBOUNDED_EPOCHS = int(RANGES["epochs"].high)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-class StudyError(Exception):
+class StudyError(EssdslError):
     """The study file is invalid, or a run of the study failed."""
 
 
@@ -291,13 +292,13 @@ def _train_steps(study: Study, genotype: Path, folder: Path, seed: int) -> list[
 
 def _sample_genotypes(study: Study, space_path: Path, folder: Path, k: int, seed: int) -> list[Path]:
     """Write (once) the K genotypes a random unit trains: ``essdsl sample SPACE -n K --seed SEED``."""
-    from .check import load_graph_text
-    from .sample import draw, sample_file_name
+    from essdsl.lang.check import load_graph_text
+    from essdsl.nas.sample import draw, sample_file_name
 
     data = space_path.read_bytes()
     import hashlib
 
-    from .errors import SpaceError
+    from essdsl.errors import SpaceError
 
     try:
         graph = load_graph_text(data.decode("utf-8"), str(space_path))
@@ -532,10 +533,10 @@ def _genotype_of(folder: Path) -> Optional[Path]:
 
 
 def _params(genotype: Path, folder: Path) -> Optional[int]:
-    """Weights of the trained genotype at the run's sizes and vocabulary (essdsl.stats, no torch)."""
-    from .check import load_graph
-    from .errors import SpaceError
-    from .stats import StatsError, stats_dict
+    """Weights of the trained genotype at the run's sizes and vocabulary (essdsl.lang.stats, no torch)."""
+    from essdsl.lang.check import load_graph
+    from essdsl.errors import SpaceError
+    from essdsl.lang.stats import StatsError, stats_dict
 
     manifest = _read_json(folder / "manifest.json") or {}
     sizes = dict(manifest.get("sizes") or {})
@@ -714,13 +715,13 @@ def plot_png(groups: list[dict], title: str) -> bytes:
 
 
 def best_diffs(groups: list[dict]) -> str:
-    """Semantic diff (essdsl.diff) from the best searched or sampled genotype to the best of every other group.
+    """Semantic diff (essdsl.lang.diff) from the best searched or sampled genotype to the best of every other group.
 
     A fixed genotype (e.g. the LSTM) is a reference only when nothing was
     searched: diffs within the spaces' own cell shape are the readable ones."""
-    from .check import load_graph
-    from .diff import diff_graphs, render_edits
-    from .errors import SpaceError
+    from essdsl.lang.check import load_graph
+    from essdsl.lang.diff import diff_graphs, render_edits
+    from essdsl.errors import SpaceError
 
     best = [g["best"] for g in groups if g["best"] is not None and g["best"].genotype is not None]
     if not best:

@@ -18,8 +18,8 @@ from pathlib import Path
 import lark
 import pytest
 
-from essdsl import grammar_cache
-from essdsl.parse import grammar_text
+from essdsl.lang import grammar_cache
+from essdsl.lang.parse import grammar_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DARTS = ROOT / "spaces" / "darts_rnn.space"
@@ -111,7 +111,7 @@ def test_tables_round_trip_and_a_wrong_key_is_refused():
 
 def test_generated_code_is_never_imported_from_the_cache(tmp_path, monkeypatch):
     """Plant a module where the old code imported it from, under the exact name it used."""
-    from essdsl.check import load_graph
+    from essdsl.lang.check import load_graph
     from essdsl.compile import ModelConfig, generate_source
     from essdsl.compile.codegen import load_source
 

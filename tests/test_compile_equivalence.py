@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_untied_decoder_when_sizes_differ():
 def test_neg_of_a_sum_negates_the_whole_sum():
     # the generated code once wrote neg(a + h[t-1]) as `-a + h_tm1` (its operand's
     # parentheses were dropped); the reference negated the sum
-    from essdsl.check import check_text
+    from essdsl.lang.check import check_text
 
     text = (
         "space negated\ncell {\n  input x[t] : ninp\n  state h[t-1] : nhid\n"

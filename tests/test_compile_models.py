@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_manifest, build_model, generate_source, save_artifact
 
 ROOT = Path(__file__).resolve().parents[1]

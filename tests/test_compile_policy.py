@@ -2,7 +2,7 @@
 
 import torch
 
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 from essdsl.compile.fast import decide_compile, mark_compiled, _marker_path, time_eager_step
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from essdsl.check import load_graph_text
+from essdsl.lang.check import load_graph_text
 from test_compile_equivalence import assert_same, pair
 
 OPS = ["tanh", "relu", "sigmoid", "identity", "zero"]

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from essdsl.data import (
+from essdsl.tasks.corpus import (
     DataError,
     batchify,
     get_batch,
@@ -141,7 +141,7 @@ def test_entropy_rate_matches_empirical_conditional_entropy():
 def test_expected_seq_len_is_the_mean_of_the_sampler():
     import random
 
-    from essdsl.data import expected_seq_len, sample_seq_len
+    from essdsl.tasks.corpus import expected_seq_len, sample_seq_len
 
     rng = random.Random(3)
     for bptt in (5, 20, 35, 70):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import check_file, check_space, check_text, load_graph, load_graph_text
+from essdsl.lang.check import check_file, check_space, check_text, load_graph, load_graph_text
 from essdsl.compile import ModelConfig, build_manifest, build_model
 from essdsl.compile.manifest import arch_entries
-from essdsl.derive import (
+from essdsl.nas.derive import (
     DeriveError,
     derive_choices,
     genotype_space,
@@ -21,9 +21,9 @@ from essdsl.derive import (
     retained_weights,
 )
 from essdsl.errors import has_errors
-from essdsl.fmt import format_text
-from essdsl.graph import MixedSpec
-from essdsl.parse import parse_space
+from essdsl.lang.fmt import format_text
+from essdsl.lang.graph import MixedSpec
+from essdsl.lang.parse import parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"ninp": 8, "nhid": 8}

@@ -17,13 +17,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from essdsl.check import check_text, load_graph_text
+from essdsl.lang.check import check_text, load_graph_text
 from essdsl.compile import ModelConfig, build_model, script_model
 from essdsl.compile.manifest import arch_entries
-from essdsl.derive import derive_choices, genotype_space, genotype_text, retained_weights
-from essdsl.fmt import format_space, format_text
-from essdsl.graph import FixedSpec, MixedSpec, UpdateSpec
-from essdsl.parse import parse_space
+from essdsl.nas.derive import derive_choices, genotype_space, genotype_text, retained_weights
+from essdsl.lang.fmt import format_space, format_text
+from essdsl.lang.graph import FixedSpec, MixedSpec, UpdateSpec
+from essdsl.lang.parse import parse_space
 from test_compile_random_spaces import COMBINES, cell_streams, op_sets
 
 ARCHS_PER_SPACE = 25

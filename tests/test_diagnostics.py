@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from essdsl.check import check_file
+from essdsl.lang.check import check_file
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -81,8 +81,8 @@ def _call_name(node: ast.Call) -> str:
 def source_codes() -> set[str]:
     """Every diagnostic code the front end can emit, read from its source."""
     codes: set[str] = set()
-    for name in ("parse.py", "graph.py", "check.py"):
-        tree = ast.parse((ROOT / "essdsl" / name).read_text(encoding="utf-8"))
+    for path in sorted((ROOT / "essdsl" / "lang").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from essdsl.check import load_graph, load_graph_text
-from essdsl.diff import Edit, diff_graphs, render_edits
+from essdsl.lang.check import load_graph, load_graph_text
+from essdsl.lang.diff import Edit, diff_graphs, render_edits
 
 ROOT = Path(__file__).resolve().parent.parent
 DARTS = ROOT / "spaces" / "darts_rnn.space"
@@ -58,7 +58,7 @@ cell {
 
 
 def test_darts_against_its_formatted_self():
-    from essdsl.fmt import format_text
+    from essdsl.lang.fmt import format_text
 
     text = DARTS.read_text(encoding="utf-8")
     assert diff_graphs(graph(text), graph(format_text(text))) == []

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 from essdsl.compile.fast import (CompileInfo, SavedActivations, _with_fallback, autocast, compile_loss, compile_step,
                                  is_compiled, uncompile_step)
-from essdsl.search import BilevelOptimizer, RunConfig, cross_entropy, evaluate_loss, frozen, split_parameters
+from essdsl.nas.search import BilevelOptimizer, RunConfig, cross_entropy, evaluate_loss, frozen, split_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_DROPOUT = dict(dropout=0, dropouth=0, dropoutx=0, dropouti=0, dropoute=0)

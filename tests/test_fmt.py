@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from essdsl import ir
-from essdsl.check import check_text
-from essdsl.fmt import format_space, format_text
-from essdsl.parse import parse_space
+from essdsl.lang import ir
+from essdsl.lang.check import check_text
+from essdsl.lang.fmt import format_space, format_text
+from essdsl.lang.parse import parse_space
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "spaces").glob("*.space")) + sorted((ROOT / "genotypes").glob("*.space"))
@@ -429,7 +429,7 @@ def test_random_comments_survive(space, rng: random.Random, count: int):
 
 def test_shipped_files_are_in_canonical_layout():
     """`essdsl fmt --check` passes on every file the project ships."""
-    from essdsl.fmt import format_text
+    from essdsl.lang.fmt import format_text
 
     root = Path(__file__).resolve().parent.parent
     for path in sorted(root.glob("spaces/*.space")) + sorted(root.glob("genotypes/*.space")):

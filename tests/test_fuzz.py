@@ -19,7 +19,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from essdsl.check import check_text
+from essdsl.lang.check import check_text
 from essdsl.errors import Report
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.cli.run import _compile_mode
 from essdsl.compile import ModelConfig, build_model
 from essdsl.compile.fast import autocast, compile_step

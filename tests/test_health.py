@@ -1,4 +1,4 @@
-"""Search health: the measures of essdsl.health on hand-made architecture weights,
+"""Search health: the measures of essdsl.nas.health on hand-made architecture weights,
 and the warnings a failed search ends with (run as a user runs it, output piped)."""
 
 import json
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_manifest, build_model
-from essdsl.health import arch_health, health_messages, search_health
+from essdsl.nas.health import arch_health, health_messages, search_health
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--ninp", "16", "--nhid", "16", "--batch-size", "16", "--bptt", "10", "--threads", "1", "--synthetic-tokens", "4000"]

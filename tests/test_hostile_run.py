@@ -177,10 +177,10 @@ def test_compile_on_a_full_disk_is_a_clear_error(tmp_path):
 def _tiny_trainer(run_dir, max_steps=4):
     import torch
 
-    from essdsl.check import load_graph
+    from essdsl.lang.check import load_graph
     from essdsl.compile import ModelConfig, build_manifest, build_model
-    from essdsl.data import synthetic_corpus
-    from essdsl.search import RunConfig, Trainer
+    from essdsl.tasks.corpus import synthetic_corpus
+    from essdsl.nas.search import RunConfig, Trainer
 
     torch.set_num_threads(1)  # as the CLI does for small cells: two threads on a busy machine are 20x slower
     corpus = synthetic_corpus(0, train=3000, valid=600, test=300)
@@ -193,7 +193,7 @@ def _tiny_trainer(run_dir, max_steps=4):
 
 
 def test_validation_losses_that_are_not_a_good_state():
-    from essdsl.search import usable_validation_loss
+    from essdsl.nas.search import usable_validation_loss
 
     assert usable_validation_loss(3.9, 50) and usable_validation_loss(20.0, 50)
     for loss in (math.inf, math.nan, -math.inf, 5.6e20, 1e3):
@@ -201,7 +201,7 @@ def test_validation_losses_that_are_not_a_good_state():
 
 
 def test_divergence_before_any_checkpoint_names_no_missing_file_and_shows_the_rollbacks(tmp_path):
-    from essdsl.search import Diverged
+    from essdsl.nas.search import Diverged
 
     trainer = _tiny_trainer(tmp_path / "run")
     trainer._train_step = lambda: math.nan
@@ -244,7 +244,7 @@ def run_copy(finished_run, tmp_path):
 
 
 def test_run_files_are_strict_json_and_carry_checksums(finished_run):
-    from essdsl.runfiles import read_metrics, read_run_manifest, sha256_file
+    from essdsl.nas.runfiles import read_metrics, read_run_manifest, sha256_file
 
     manifest = read_run_manifest(finished_run)
     assert sha256_file(finished_run / "checkpoint.pt") == manifest["checksums"]["checkpoint.pt"][0]
@@ -254,7 +254,7 @@ def test_run_files_are_strict_json_and_carry_checksums(finished_run):
 
 
 def test_non_finite_metrics_round_trip_as_strings(tmp_path):
-    from essdsl.runfiles import metrics_line, read_metrics
+    from essdsl.nas.runfiles import metrics_line, read_metrics
 
     line = metrics_line({"epoch": 1, "train_ppl": math.inf, "valid_ppl": 12.5, "elapsed_s": 1.0, "lr": math.nan})
     assert "Infinity" not in line and "NaN" not in line
@@ -279,7 +279,7 @@ FIELD = {"list": "expected an object with fields, found list", "null": "found nu
 
 @pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE))
 def test_run_manifest_of_the_wrong_shape_names_the_field(finished_run, tmp_path, damage):
-    from essdsl.runfiles import RunFileError, read_run_manifest
+    from essdsl.nas.runfiles import RunFileError, read_run_manifest
 
     (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST_DAMAGE[damage](json.loads((finished_run / "manifest.json").read_text()))))
     with pytest.raises(RunFileError, match="manifest.json") as caught:
@@ -299,7 +299,7 @@ METRICS_DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(METRICS_DAMAGE))
 def test_metrics_of_the_wrong_shape_name_the_line_and_field(tmp_path, damage):
-    from essdsl.runfiles import RunFileError, read_metrics
+    from essdsl.nas.runfiles import RunFileError, read_metrics
 
     data, fragment = METRICS_DAMAGE[damage]
     (tmp_path / "metrics.jsonl").write_bytes(data)
@@ -325,8 +325,8 @@ def test_checkpoint_of_the_wrong_shape_names_the_field(run_copy, damage):
     """Written through essdsl's own saver, so the checksum matches and the schema is what refuses it."""
     import torch
 
-    from essdsl.runfiles import save_checkpoint
-    from essdsl.search import RunError, load_checkpoint
+    from essdsl.nas.runfiles import save_checkpoint
+    from essdsl.nas.search import RunError, load_checkpoint
 
     change, fragment = CHECKPOINT_DAMAGE[damage]
     state = torch.load(run_copy / "checkpoint.pt", weights_only=True)
@@ -359,7 +359,7 @@ def test_tampered_checkpoint_is_refused_and_pickled_code_is_not_advised(run_copy
 
     import torch
 
-    from essdsl.search import RunError, load_checkpoint
+    from essdsl.nas.search import RunError, load_checkpoint
 
     manifest = json.loads((run_copy / "manifest.json").read_text())
     del manifest["checksums"]  # a run from before checksums: only the unpickler guards it

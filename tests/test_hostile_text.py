@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from essdsl import limits
-from essdsl.check import check_text
-from essdsl.fmt import format_text
-from essdsl.parse import source_lines
+from essdsl.lang import limits
+from essdsl.lang.check import check_text
+from essdsl.lang.fmt import format_text
+from essdsl.lang.parse import source_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 # Characters str.splitlines() breaks at but the parser does not ("\r\n" is one break for both).
@@ -70,7 +70,7 @@ def test_thirty_thousand_repeats_print_a_bounded_report():
     path = Path(__file__).parent / "golden" / "duplicate-op.space"  # any file: the text comes from stdin below
     assert path.exists()
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from essdsl.cli.common import print_report; from essdsl.check import check_text;"
+        [sys.executable, "-c", "import sys; from essdsl.cli.common import print_report; from essdsl.lang.check import check_text;"
          "print_report(check_text(sys.stdin.read(), 'many.space')[1])"],
         input=text, capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip

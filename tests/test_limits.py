@@ -1,4 +1,4 @@
-"""The language's limits (essdsl/limits.py, docs/semantics.md "Limits") are rules:
+"""The language's limits (essdsl/lang/limits.py, docs/semantics.md "Limits") are rules:
 a file just inside every limit checks, formats, shows, diffs, compiles (generated
 Python, TorchScript) and runs in both implementations; a file just outside one
 gets a located diagnostic.  Node names include Python keywords, builtins, names
@@ -13,13 +13,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from essdsl import limits
-from essdsl.check import check_text
+from essdsl.lang import limits
+from essdsl.lang.check import check_text
 from essdsl.compile import ModelConfig, build_model, generate_source
-from essdsl.diff import diff_graphs
-from essdsl.fmt import format_text
-from essdsl.show import describe
-from essdsl.stats import stats_dict
+from essdsl.lang.diff import diff_graphs
+from essdsl.lang.fmt import format_text
+from essdsl.lang.show import describe
+from essdsl.lang.stats import stats_dict
 from test_compile_equivalence import assert_same, pair
 
 SIZES = {"ninp": 4, "nhid": 4}

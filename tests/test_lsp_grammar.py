@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from lark import Lark, Token
 
-from essdsl.parse import grammar_text, parse_space
+from essdsl.lang.parse import grammar_text, parse_space
 
 ROOT = Path(__file__).resolve().parent.parent
 EDITORS = ROOT / "editors"

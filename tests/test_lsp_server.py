@@ -218,7 +218,7 @@ def test_completion_fits_the_context(client):
 
 
 def test_formatting_returns_fmt_output_and_nothing_for_broken_text(client):
-    from essdsl.fmt import format_text
+    from essdsl.lang.fmt import format_text
 
     messy = "space   m\nops o={tanh,zero}\ncell{ input x:ninp  state h:nhid # the state\n node s1=mix{from x ops o}\n h[t]=s1 }\n"
     uri = open_doc(client, messy)

@@ -6,14 +6,14 @@ import json
 
 import torch
 
-from essdsl.check import load_graph_text
+from essdsl.lang.check import load_graph_text
 from essdsl.compile import ModelConfig, build_model
-from essdsl.diff import diff_graphs, render_edits
-from essdsl.fmt import format_text
-from essdsl.ir import strip_spans
-from essdsl.parse import parse_space
-from essdsl.show import describe
-from essdsl.stats import stats_dict
+from essdsl.lang.diff import diff_graphs, render_edits
+from essdsl.lang.fmt import format_text
+from essdsl.lang.ir import strip_spans
+from essdsl.lang.parse import parse_space
+from essdsl.lang.show import describe
+from essdsl.lang.stats import stats_dict
 
 SHARED = """space s
 

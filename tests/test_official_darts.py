@@ -18,7 +18,7 @@ from essdsl.benchmark.official_darts import (
     load_essdsl_state,
     variational_mask,
 )
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -188,7 +188,7 @@ def test_a_trained_model_exports_to_torchscript_in_eval_mode(tmp_path):
 
 def test_epoch_line_never_prints_ppl_inf_and_says_when_an_epoch_was_cut_short():
     from essdsl.cli.run import _epoch_line
-    from essdsl.data import synthetic_corpus
+    from essdsl.tasks.corpus import synthetic_corpus
 
     corpus = synthetic_corpus(0, train=2000, valid=500, test=500)
     diverged = {"epoch": 2, "train_loss": 812.5, "train_ppl": float("inf"), "valid_loss": 3.0, "valid_ppl": 20.09,

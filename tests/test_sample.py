@@ -1,4 +1,4 @@
-"""essdsl.sample: uniform over exactly what `essdsl stats` counts, reproducible, and every sample a valid genotype."""
+"""essdsl.nas.sample: uniform over exactly what `essdsl stats` counts, reproducible, and every sample a valid genotype."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from essdsl.check import check_text, load_graph, load_graph_text
-from essdsl.sample import SampleError, architecture_choices, draw, enumerate_all, node_choice, sample_ranks
-from essdsl.stats import architecture_count, node_architectures
+from essdsl.lang.check import check_text, load_graph, load_graph_text
+from essdsl.nas.sample import SampleError, architecture_choices, draw, enumerate_all, node_choice, sample_ranks
+from essdsl.lang.stats import architecture_count, node_architectures
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES = {p.stem: p for p in (ROOT / "spaces").glob("*.space")}
@@ -192,9 +192,9 @@ def test_uniform_over_choice_vectors_when_pruning_merges_genotypes():
     # 'a' is read only as a candidate of 'b': when b keeps s0, a is pruned and its
     # two ops give the same genotype. stats counts 2 × 4 = 8 choice vectors; the
     # sample is uniform over those, i.e. over 6 distinct genotypes, 2 of them twice as likely.
-    import essdsl.derive
+    import essdsl.nas.derive
 
-    if not hasattr(essdsl.derive, "prune_unread_nodes"):
+    if not hasattr(essdsl.nas.derive, "prune_unread_nodes"):
         pytest.skip("this derive does not prune unread nodes yet")
     graph = load_graph_text(PRUNABLE, "prunable.space")
     assert architecture_count(graph) == 8

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import check_text, load_graph
+from essdsl.lang.check import check_text, load_graph
 from essdsl.compile import ModelConfig, build_manifest, build_model
-from essdsl.data import synthetic_corpus
-from essdsl.derive import arch_summary, derive_choices, genotype_text
-from essdsl.parse import parse_space
-from essdsl.search import Diverged, RunConfig, Trainer, split_parameters
+from essdsl.tasks.corpus import synthetic_corpus
+from essdsl.nas.derive import arch_summary, derive_choices, genotype_text
+from essdsl.lang.parse import parse_space
+from essdsl.nas.search import Diverged, RunConfig, Trainer, split_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"ninp": 16, "nhid": 16}
@@ -80,7 +80,7 @@ def test_resume_mid_epoch_gives_the_same_result(tmp_path, corpus):
             first.request_stop()
 
     first.on_step = stop_after_five
-    from essdsl.search import Interrupted
+    from essdsl.nas.search import Interrupted
 
     with pytest.raises(Interrupted):
         first.run()

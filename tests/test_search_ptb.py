@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from essdsl.check import load_graph
+from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_manifest, build_model
-from essdsl.data import load_text_corpus
-from essdsl.search import RunConfig, Trainer
+from essdsl.tasks.corpus import load_text_corpus
+from essdsl.nas.search import RunConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PTB = ROOT.parent / "shared" / "data" / "ptb"

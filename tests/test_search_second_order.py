@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from essdsl.check import load_graph_text
+from essdsl.lang.check import load_graph_text
 from essdsl.compile import ModelConfig, build_manifest, build_model
-from essdsl.search import BilevelOptimizer, RunConfig, arch_masks, split_parameters
+from essdsl.nas.search import BilevelOptimizer, RunConfig, arch_masks, split_parameters
 
 TINY = """
 space tiny

@@ -1,4 +1,4 @@
-"""essdsl.show: the text description and the Graphviz dot of a cell."""
+"""essdsl.lang.show: the text description and the Graphviz dot of a cell."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from essdsl.check import load_graph, load_graph_text
-from essdsl.graph import MixedSpec, Stream
-from essdsl.show import describe, dot_quote, expr_text, pair_node_id, to_dot
+from essdsl.lang.check import load_graph, load_graph_text
+from essdsl.lang.graph import MixedSpec, Stream
+from essdsl.lang.show import describe, dot_quote, expr_text, pair_node_id, to_dot
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted((ROOT / "spaces").glob("*.space")) + sorted((ROOT / "genotypes").glob("*.space"))

@@ -1,4 +1,4 @@
-"""Counts of essdsl.stats against published numbers, explicit enumeration and derived genotypes."""
+"""Counts of essdsl.lang.stats against published numbers, explicit enumeration and derived genotypes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from essdsl.check import load_graph, load_graph_text
-from essdsl.graph import MixedSpec
-from essdsl.stats import (
+from essdsl.lang.check import load_graph, load_graph_text
+from essdsl.lang.graph import MixedSpec
+from essdsl.lang.stats import (
     FLOPS_KEYS,
     NODE_KEYS,
     PARAMS_KEYS,

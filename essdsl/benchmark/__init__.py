@@ -40,13 +40,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..check import load_graph
-from ..compile import ModelConfig, build_manifest, build_model
-from ..compile.fast import SavedActivations, autocast, compile_loss, compile_step
-from ..data import Corpus
-from ..search import RunConfig, Trainer, cross_entropy
-from ..stats import memory_estimate, stats_dict
-from .official_darts import OfficialDartsLM, load_essdsl_state
+from essdsl.lang.check import load_graph
+from essdsl.compile import ModelConfig, build_manifest, build_model
+from essdsl.compile.fast import SavedActivations, autocast, compile_loss, compile_step
+from essdsl.tasks.corpus import Corpus
+from essdsl.nas.search import RunConfig, Trainer, cross_entropy
+from essdsl.lang.stats import memory_estimate, stats_dict
+from essdsl.benchmark.official_darts import OfficialDartsLM, load_essdsl_state
 
 NO_DROPOUT = dict(dropout=0.0, dropouth=0.0, dropoutx=0.0, dropouti=0.0, dropoute=0.0)
 

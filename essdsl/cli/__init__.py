@@ -26,7 +26,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from essdsl import __version__
 
         typer.echo(f"essdsl {__version__}")
         raise typer.Exit()
@@ -39,24 +39,24 @@ def _root(
     """essdsl: write a neural architecture search space as text, then check, compile and search it."""
 
 
-from . import lang  # noqa: E402,F401  (registers commands)
-from . import editor  # noqa: E402,F401  (essdsl lsp; pygls is imported only when it runs)
+from essdsl.cli import lang  # noqa: E402,F401  (registers commands)
+from essdsl.cli import editor  # noqa: E402,F401  (essdsl lsp; pygls is imported only when it runs)
 
 try:  # command groups added by later modules
-    from . import model  # noqa: F401
+    from essdsl.cli import model  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only while a module is absent
     if "essdsl.cli.model" not in str(exc) and "cannot import name 'model'" not in str(exc):
         raise
 try:
-    from . import run  # noqa: F401
+    from essdsl.cli import run  # noqa: F401
 except ImportError as exc:  # pragma: no cover
     if "essdsl.cli.run" not in str(exc) and "cannot import name 'run'" not in str(exc):
         raise
-from . import study  # noqa: E402,F401  (registers sample, study run/report)
+from essdsl.cli import study  # noqa: E402,F401  (registers sample, study run/report)
 
 
 def main() -> None:
-    from ..files import OutputError
+    from essdsl.files import OutputError
 
     try:
         app()

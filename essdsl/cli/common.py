@@ -7,7 +7,7 @@ from typing import NoReturn, Optional
 
 import typer
 
-from ..errors import Diagnostic, Report, SpaceError, sort_key
+from essdsl.errors import Diagnostic, Report, SpaceError, sort_key
 
 
 def print_report(report: Report, stream=None) -> None:
@@ -40,7 +40,7 @@ def fail_space(exc: SpaceError) -> NoReturn:
 
 
 def parse_sizes(ninp: Optional[int], nhid: Optional[int], vocab: Optional[int]) -> dict:
-    from ..options import check_options
+    from essdsl.options import check_options
 
     check_options({"ninp": ninp, "nhid": nhid, "vocab": vocab})
     return {key: value for key, value in (("ninp", ninp), ("nhid", nhid), ("vocab", vocab)) if value is not None}

@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from . import app
-from .common import fail, parse_sizes
+from essdsl.cli import app
+from essdsl.cli.common import fail, parse_sizes
 
 
 @app.command()
@@ -24,12 +24,12 @@ def lsp(
     outline. Needs the optional dependency pygls: pip install 'essdsl\\[lsp]'.
     See the README, "Editor support", for VS Code and Neovim.
     """
-    from ..lsp import INSTALL_HINT, missing_dependency
+    from essdsl.lsp import INSTALL_HINT, missing_dependency
 
     sizes = parse_sizes(ninp, nhid, vocab)
     missing = missing_dependency()
     if missing:
         fail(f"the language server needs {missing}, which is not installed: {INSTALL_HINT}")
-    from ..lsp.server import serve
+    from essdsl.lsp.server import serve
 
     serve(sizes)

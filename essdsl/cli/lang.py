@@ -15,9 +15,9 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import Diagnostic, ParseError, Report
-from . import app
-from .common import fail, parse_sizes, print_report, summary_line
+from essdsl.errors import Diagnostic, ParseError, Report
+from essdsl.cli import app
+from essdsl.cli.common import fail, parse_sizes, print_report, summary_line
 
 NINP_HELP = "input (embedding) size [default: 300]"
 NHID_HELP = "hidden size [default: 300]"
@@ -42,7 +42,7 @@ def check(
 
       essdsl check --nhid 850 --werror myspace.space
     """
-    from ..check import check_file  # imported here: pydantic/networkx cost ~0.3 s, --help needs neither
+    from essdsl.lang.check import check_file  # imported here: pydantic/networkx cost ~0.3 s, --help needs neither
 
     sizes = parse_sizes(ninp, nhid, None)
     failed = False
@@ -63,7 +63,7 @@ def check(
 # ----------------------------------------------------------------- helpers
 def _load(path: Path, sizes: dict, exit_code: int = 1):
     """Parse and check ``path``; print its diagnostics; exit ``exit_code`` on any error."""
-    from ..check import check_file
+    from essdsl.lang.check import check_file
 
     graph, report = check_file(path, sizes)
     print_report(report)
@@ -90,7 +90,7 @@ def write_atomically(path: Path, text: str, inputs=()) -> None:
     """Replace ``path`` with ``text`` through a temporary file in the same folder,
     so a reader never sees half a file and a crash leaves the original intact;
     refuses to write over one of ``inputs`` (see :mod:`essdsl.files`)."""
-    from ..files import atomic_write_text
+    from essdsl.files import atomic_write_text
 
     atomic_write_text(path, text, inputs)
 
@@ -119,7 +119,7 @@ def fmt(
     """
     if check_only and write:
         fail("--check and --write exclude each other: --check writes nothing")
-    from ..fmt import format_text
+    from essdsl.lang.fmt import format_text
 
     failed = False
     would_change: list[Path] = []
@@ -184,7 +184,7 @@ def show(
     if output_format not in ("text", "dot"):
         fail(f"--format must be 'text' or 'dot', not {output_format!r}", 2)
     graph = _load(file, parse_sizes(ninp, nhid, None))
-    from ..show import describe, to_dot
+    from essdsl.lang.show import describe, to_dot
 
     text = to_dot(graph) if output_format == "dot" else describe(graph)
     if output is None:
@@ -230,7 +230,7 @@ def stats(
     if batch_size < 1 or bptt < 1:
         fail("--batch-size and --bptt must be positive integers")
     graph = _load(file, parse_sizes(ninp, nhid, vocab))
-    from ..stats import StatsError, memory_estimate, stats_dict
+    from essdsl.lang.stats import StatsError, memory_estimate, stats_dict
 
     try:
         data = stats_dict(graph)
@@ -337,7 +337,7 @@ def diff(
     sizes = parse_sizes(ninp, nhid, None)
     graph_old = _load(old, sizes, exit_code=2)
     graph_new = _load(new, sizes, exit_code=2)
-    from ..diff import diff_graphs, render_edits
+    from essdsl.lang.diff import diff_graphs, render_edits
 
     edits = diff_graphs(graph_old, graph_new)
     if not edits:

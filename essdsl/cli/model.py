@@ -11,9 +11,9 @@ from typing import Optional
 
 import typer
 
-from . import app
-from ..options import check_options
-from .common import fail, parse_sizes, print_report
+from essdsl.cli import app
+from essdsl.options import check_options
+from essdsl.cli.common import fail, parse_sizes, print_report
 
 
 @app.command("compile")
@@ -45,7 +45,7 @@ def compile_command(
         fail(f"--impl must be 'generated' or 'reference', got {impl!r}")
     if vocab <= 0:
         fail(f"--vocab must be a positive integer, got {vocab}")
-    from ..check import check_file
+    from essdsl.lang.check import check_file
 
     sizes = parse_sizes(ninp, nhid, None)
     trained = _trained_weights(file, weights, sizes) if weights is not None else None
@@ -57,11 +57,11 @@ def compile_command(
     if not report.ok or graph is None:
         raise typer.Exit(1)
 
-    from ..compile import ModelConfig, build_manifest, build_model, generate_source
-    from ..compile.config import embedding_dim
-    from ..compile.manifest import save_artifact, save_manifest, save_state
-    from ..files import check_output_path
-    from ..runfiles import sha256_file
+    from essdsl.compile import ModelConfig, build_manifest, build_model, generate_source
+    from essdsl.compile.config import embedding_dim
+    from essdsl.compile.manifest import save_artifact, save_manifest, save_state
+    from essdsl.files import check_output_path
+    from essdsl.nas.runfiles import sha256_file
 
     config = ModelConfig(vocab=vocab, search=not discrete) if trained is None else ModelConfig(**trained["model_config"])
     try:
@@ -107,7 +107,7 @@ def compile_command(
 def _trained_weights(file: Path, checkpoint: Path, sizes: dict) -> dict:
     """Sizes, model config and weights (best epoch's if kept) of a run's checkpoint, which
     must have been trained on ``file``'s exact text (the run records it)."""
-    from ..search import RunError, load_checkpoint
+    from essdsl.nas.search import RunError, load_checkpoint
 
     try:
         state = load_checkpoint(checkpoint)
@@ -161,8 +161,8 @@ def bench_command(
     check_options(locals())
     import torch
 
-    from ..check import check_file
-    from .common import print_report
+    from essdsl.lang.check import check_file
+    from essdsl.cli.common import print_report
 
     if device not in ("cpu", "cuda"):
         fail(f"--device must be cpu or cuda, not '{device}'")
@@ -174,7 +174,7 @@ def bench_command(
     if not report.ok:
         print_report(report)
         raise typer.Exit(1)
-    from ..benchmark import bf16_drift, print_table, run, write_json
+    from essdsl.benchmark import bf16_drift, print_table, run, write_json
 
     result = run(
         str(space), nhid=nhid, vocab=vocab, bptt=bptt, batches=tuple(batch), repeats=repeats, device=device,

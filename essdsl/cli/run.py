@@ -16,10 +16,10 @@ from typing import Optional
 
 import typer
 
-from . import app
-from ..files import check_run_folder, remove_stale_temp_files
-from ..options import check_corpus_fits, check_options, run_batches
-from .common import fail, fail_space
+from essdsl.cli import app
+from essdsl.files import check_run_folder, remove_stale_temp_files
+from essdsl.options import check_corpus_fits, check_options, run_batches
+from essdsl.cli.common import fail, fail_space
 
 # Sizes and hyperparameters used on the built-in synthetic corpus (no --data):
 # small enough that `essdsl search spaces/ess_joint.space` ends in minutes on
@@ -96,7 +96,7 @@ def _resolve_space(target: str, ninp: Optional[int], nhid: Optional[int]) -> dic
     """
     p = Path(target)
     if p.suffix == ".pt":
-        from ..runfiles import RunFileError, read_artifact_manifest
+        from essdsl.nas.runfiles import RunFileError, read_artifact_manifest
 
         try:  # the manifest's schema, and the artifact's bytes against its checksum
             manifest, manifest_path = read_artifact_manifest(p)
@@ -118,8 +118,8 @@ def _resolve_space(target: str, ninp: Optional[int], nhid: Optional[int]) -> dic
 
 
 def _load_graph_text(text: str, path: str, sizes: dict):
-    from ..check import load_graph_text
-    from ..errors import SpaceError
+    from essdsl.lang.check import load_graph_text
+    from essdsl.errors import SpaceError
 
     try:
         return load_graph_text(text, path, sizes)
@@ -128,7 +128,7 @@ def _load_graph_text(text: str, path: str, sizes: dict):
 
 
 def _load_corpus(data: Optional[str], seed: int, synthetic_tokens: Optional[int] = None):
-    from ..data import DataError, load_corpus
+    from essdsl.tasks.corpus import DataError, load_corpus
 
     try:
         return load_corpus(data, seed, synthetic_tokens)
@@ -173,7 +173,7 @@ def _typed_options(command: str) -> set:
 
 def _recorded_settings(run: dict, cfg, dropouts: dict, synthetic_tokens: Optional[int]) -> dict:
     """Option name -> the value a resumed run continues with (its manifest's)."""
-    from ..data import SYNTHETIC_DEFAULTS
+    from essdsl.tasks.corpus import SYNTHETIC_DEFAULTS
 
     values = {k: getattr(cfg, k) for k in ("seed", "epochs", "max_steps", "batch_size", "eval_batch_size", "bptt", "lr", "wd", "clip")}
     if cfg.search:
@@ -229,8 +229,8 @@ def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[b
     """Decide whether to run the time step under torch.compile, say why in one line,
     and compile it if so.  ``requested``: --compile/--no-compile or ESSDSL_COMPILE (None:
     decide); ``restored``: the choice of the run being resumed (wins over the estimate)."""
-    from ..compile.fast import _marker_path, compile_step, decide_compile, enable_compile_cache, time_eager_step
-    from ..data import expected_seq_len
+    from essdsl.compile.fast import _marker_path, compile_step, decide_compile, enable_compile_cache, time_eager_step
+    from essdsl.tasks.corpus import expected_seq_len
 
     if restored is not None:
         chosen, reason = restored, f"{'compiling the time step' if restored else 'running eagerly'}, as the run was started (--compile/--no-compile to change)"
@@ -259,7 +259,7 @@ def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[b
 
 def _mark_compiled(model, key: str) -> None:
     """After a compiled run: its variants are in torch's cache now (the next policy estimate uses that)."""
-    from ..compile.fast import mark_compiled
+    from essdsl.compile.fast import mark_compiled
 
     info = getattr(model, "_essdsl_compile_info", None)
     if info is not None and info.variants:
@@ -272,7 +272,7 @@ def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_te
     import torch
 
     try:
-        from ..compile import ModelConfig, build_manifest, build_model
+        from essdsl.compile import ModelConfig, build_manifest, build_model
     except ImportError as exc:  # pragma: no cover - only while the compiler is absent
         fail(f"the compiler (essdsl.compile) is not available: {exc}")
     torch.manual_seed(seed)
@@ -280,7 +280,7 @@ def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_te
     model = build_model(graph, cfg, impl="generated")
     manifest = build_manifest(graph, cfg, model, source_text=source_text)
     if compile_mode is not None:
-        from ..compile.fast import compile_step
+        from essdsl.compile.fast import compile_step
 
         compile_step(model, mode=compile_mode, report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
     return model, manifest, cfg
@@ -291,13 +291,13 @@ def _versions() -> dict:
 
     import torch
 
-    from .. import __version__
+    from essdsl import __version__
 
     return {"essdsl": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def _read_run_manifest(run_dir: Path) -> dict:
-    from ..runfiles import RunFileError, read_run_manifest
+    from essdsl.nas.runfiles import RunFileError, read_run_manifest
 
     path = run_dir / RUN_MANIFEST
     if not run_dir.exists():
@@ -321,7 +321,7 @@ def _resumed_run(run_dir: Path, kind: str, noun: str) -> dict:
 
 def _run_settings(run: dict) -> tuple:
     """What a resumed run continues with: its config, data folder, dropouts and synthetic size."""
-    from ..search import RunConfig
+    from essdsl.nas.search import RunConfig
 
     return RunConfig.from_dict(run["config"]), run.get("data"), run["dropouts"], run.get("synthetic_tokens")
 
@@ -351,7 +351,7 @@ class _Progress:
     def __init__(self, total_steps: int, epochs: int, done: int = 0):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from .output import console
+        from essdsl.cli.output import console
 
         # Piped or redirected: no live bar (its frames end in \r), one line per epoch.
         self.console = console(stderr=True)
@@ -405,7 +405,7 @@ class _Progress:
 def _ppl_text(name: str, ppl: float, loss: float) -> str:
     """``train ppl 12.34``; a perplexity too large for a float (a diverging epoch, e.g.
     before a rollback) is shown by its loss instead of as ``inf``."""
-    from ..health import format_ppl
+    from essdsl.nas.health import format_ppl
 
     if math.isfinite(ppl):
         return f"{name} ppl {format_ppl(ppl)}"
@@ -448,7 +448,7 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
               synthetic_tokens: Optional[int], corpus, dev, extra: Optional[dict] = None) -> tuple[Path, dict]:  # fmt: skip
     """The run folder and its manifest: a new folder (manifest written atomically),
     or the resumed one after checking that the data is what it was started with."""
-    from ..search import atomic_write_text, data_fingerprint
+    from essdsl.nas.search import atomic_write_text, data_fingerprint
 
     check_corpus_fits(corpus, run_batches(cfg))  # before anything is written
     fingerprint = data_fingerprint(corpus)
@@ -486,8 +486,8 @@ def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict,
                    synthetic_tokens: Optional[int], describe_arch=None):  # fmt: skip
     """The Trainer of a search or training run (restored from its checkpoint when
     resuming) and the progress bar that will show it."""
-    from ..compile.fast import compile_loss, is_compiled
-    from ..search import RunError, Trainer, cross_entropy
+    from essdsl.compile.fast import compile_loss, is_compiled
+    from essdsl.nas.search import RunError, Trainer, cross_entropy
 
     loss = cross_entropy
     if is_compiled(model):  # the compiled path compiles the loss too
@@ -523,10 +523,10 @@ def _arch_tensors(model, manifest: dict) -> dict:
 
 
 def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None) -> tuple[Path, str]:
-    from ..derive import DeriveError, derive_choices, genotype_text, retained_weights
-    from ..errors import SpaceError
-    from ..files import atomic_write_text
-    from ..parse import parse_space
+    from essdsl.nas.derive import DeriveError, derive_choices, genotype_text, retained_weights
+    from essdsl.errors import SpaceError
+    from essdsl.files import atomic_write_text
+    from essdsl.lang.parse import parse_space
 
     try:
         choices = derive_choices(run["model_manifest"], arch)
@@ -552,7 +552,7 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
 
 def _health_provenance(record: Optional[dict]) -> dict:
     """The genotype's record of how healthy the search that derived it was: ``health``
-    ("ok" or the warning codes of essdsl.health) and the measures behind it."""
+    ("ok" or the warning codes of essdsl.nas.health) and the measures behind it."""
     health = (record or {}).get("health")
     if not health:
         return {}
@@ -568,12 +568,12 @@ def _finish_message(corpus, record: Optional[dict], out, what: str = "model") ->
     whether it beats the unigram model."""
     if record is None:
         return
-    from .output import print_table
+    from essdsl.cli.output import print_table
 
     fraction = record.get("epoch_fraction", 1.0)
     span = "last epoch" if fraction >= 1.0 else (f"after {fraction:.2g} of an epoch" if record["epoch"] == 1 else f"epoch {record['epoch']}, {fraction:.2g} of it")
     columns = [f"{what} ({span})", "unigram", "uniform (vocab)"]
-    from ..health import format_ppl
+    from essdsl.nas.health import format_ppl
 
     valid = format_ppl(record["valid_ppl"], record.get("valid_loss"))
     row = [valid, f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
@@ -587,7 +587,7 @@ def _finish_message(corpus, record: Optional[dict], out, what: str = "model") ->
 
 def _report_health(record: Optional[dict], out) -> None:
     """The search-health measures of the last epoch and a warning for each problem found."""
-    from ..health import health_messages, health_summary
+    from essdsl.nas.health import health_messages, health_summary
 
     health = (record or {}).get("health")
     if not health:
@@ -600,7 +600,7 @@ def _report_health(record: Optional[dict], out) -> None:
 
 
 def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None:
-    from ..search import Diverged, Interrupted, RunError, StopOnSigint, write_metrics
+    from essdsl.nas.search import Diverged, Interrupted, RunError, StopOnSigint, write_metrics
 
     def on_epoch(record):
         write_metrics(trainer.run_dir, trainer.history)
@@ -698,7 +698,7 @@ def search(
             "ninp": _pick(ninp, space["sizes"].get("ninp", base["ninp"])),
             "nhid": _pick(nhid, space["sizes"].get("nhid", base["nhid"])),
         }
-        from ..search import RunConfig
+        from essdsl.nas.search import RunConfig
 
         cfg = RunConfig(
             search=True,
@@ -731,7 +731,7 @@ def search(
     space_name = graph.name
     _set_threads(threads, max(sizes.values()))
     corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
-    from ..derive import arch_summary
+    from essdsl.nas.derive import arch_summary
 
     model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"])
     if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
@@ -792,10 +792,10 @@ def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict,
 
 
 def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int, out) -> None:
-    from .output import print_table
+    from essdsl.cli.output import print_table
 
     columns = ["supernet (search)", f"derived genotype ({epochs} epoch{'s' if epochs != 1 else ''} from scratch)", "unigram", "uniform (vocab)"]
-    from ..health import format_ppl
+    from essdsl.nas.health import format_ppl
 
     row = [format_ppl(search_record["valid_ppl"]), format_ppl(final_record["valid_ppl"]), f"{corpus.unigram_ppl:.2f}", f"{corpus.vocab:,}"]
     if corpus.floor_ppl is not None:
@@ -807,9 +807,9 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
 
 
 def _health_check(model, manifest: dict, arch_start: dict, corpus):
-    """The trainer's per-epoch assessment of a search: :func:`essdsl.health.search_health`
+    """The trainer's per-epoch assessment of a search: :func:`essdsl.nas.health.search_health`
     of the current architecture weights against the start and the unigram model."""
-    from ..health import search_health
+    from essdsl.nas.health import search_health
 
     def assess(record: dict) -> dict:
         arch = _arch_tensors(model, manifest)
@@ -825,7 +825,7 @@ def derive(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the genotype (default RUN_DIR/genotype.space)"),
 ) -> None:
     """Derive the genotype again from a search run's last checkpoint."""
-    from ..search import RunError, load_checkpoint
+    from essdsl.nas.search import RunError, load_checkpoint
 
     run = _read_run_manifest(run_dir)
     if run.get("kind") != "search":
@@ -890,7 +890,7 @@ def train(
         dev = _device(device)
         restored_compile = None if "compile_" in typed else (run.get("options") or {}).get("compile")
     else:
-        from ..search import RunConfig
+        from essdsl.nas.search import RunConfig
 
         synthetic = data is None
         base = SYNTHETIC_TRAIN if synthetic else DARTS_TRAIN
@@ -956,9 +956,9 @@ def evaluate(
         if not found:
             fail(f"{checkpoint} holds no {TRAIN_CHECKPOINT} or {SEARCH_CHECKPOINT}")
         checkpoint = found[0]
-    from ..compile import ModelConfig
-    from ..data import batchify
-    from ..search import RunError, evaluate_loss, load_checkpoint
+    from essdsl.compile import ModelConfig
+    from essdsl.tasks.corpus import batchify
+    from essdsl.nas.search import RunError, evaluate_loss, load_checkpoint
 
     dev = _device(device)
     try:
@@ -978,7 +978,7 @@ def evaluate(
     graph = _load_graph_text(text, path, sizes)
     import torch
 
-    from ..compile import build_model
+    from essdsl.compile import build_model
 
     model = build_model(graph, ModelConfig(**model_cfg), impl="generated")
     weights = state.get("best_model") or state["model"]
@@ -998,7 +998,7 @@ def evaluate(
 
 # ----------------------------------------------------------------- compare
 def _read_metrics(run_dir: Path) -> list[dict]:
-    from ..runfiles import RunFileError, read_metrics
+    from essdsl.nas.runfiles import RunFileError, read_metrics
 
     try:
         return read_metrics(run_dir / "metrics.jsonl")
@@ -1013,7 +1013,7 @@ def compare(
 ) -> None:
     """Table of runs (space, supernet and from-scratch valid ppl, params, time) and the
     semantic diff of their genotypes; exit status 1 when the genotypes differ (as diff)."""
-    from .output import console, print_table
+    from essdsl.cli.output import console, print_table
 
     runs, genotypes = [], []
     for run_dir in run_dirs:
@@ -1028,7 +1028,7 @@ def compare(
         raise typer.Exit(1 if differ else 0)
     out = console()
 
-    from ..health import format_ppl
+    from essdsl.nas.health import format_ppl
 
     def ppl(value):
         return format_ppl(value) if value is not None else "-"
@@ -1083,11 +1083,11 @@ def _genotype_diffs(genotypes: list) -> tuple[list[dict], list[str]]:
     if len(genotypes) < 2:
         return [], []
     try:
-        from ..diff import diff_graphs, render_edits
+        from essdsl.lang.diff import diff_graphs, render_edits
     except ImportError:
-        fail("the semantic diff (essdsl.diff) is not available in this installation")
-    from ..check import load_graph
-    from ..errors import SpaceError
+        fail("the semantic diff (essdsl.lang.diff) is not available in this installation")
+    from essdsl.lang.check import load_graph
+    from essdsl.errors import SpaceError
 
     base_name, base_path, base_sizes = genotypes[0]
     if not base_path.exists():
@@ -1108,14 +1108,14 @@ def _genotype_diffs(genotypes: list) -> tuple[list[dict], list[str]]:
 
 def _param_count(run: dict, genotype_path: Path) -> Optional[int]:
     """Weights of the derived (discrete) model at the run's sizes and vocabulary."""
-    from ..check import load_graph
-    from ..errors import SpaceError
+    from essdsl.lang.check import load_graph
+    from essdsl.errors import SpaceError
 
     if not genotype_path.exists():
         return None
     try:
         graph = load_graph(genotype_path, run["sizes"])
-        from ..compile import ModelConfig, build_model
+        from essdsl.compile import ModelConfig, build_model
 
         model = build_model(graph, ModelConfig(vocab=run["corpus"]["vocab"], search=False), impl="generated")
     except (SpaceError, ImportError):
@@ -1140,7 +1140,7 @@ def plot(
     import matplotlib.pyplot as plt
 
     folder = out or run_dir / "plots"  # created by the first write (a clear error if it is a file)
-    from ..search import atomic_write_bytes
+    from essdsl.nas.search import atomic_write_bytes
 
     def save(fig, name):
         import io

@@ -1,6 +1,6 @@
 """``essdsl sample`` and ``essdsl study run|report``: uniform genotypes of a space, and studies.
 
-Logic lives in :mod:`essdsl.sample` and :mod:`essdsl.study`; this module only
+Logic lives in :mod:`essdsl.nas.sample` and :mod:`essdsl.study`; this module only
 parses arguments and turns their errors into ``essdsl: error: …`` and exit 1.
 """
 
@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from . import app
-from .common import fail, print_report
+from essdsl.cli import app
+from essdsl.cli.common import fail, print_report
 
 study_app = typer.Typer(
     help="Compare spaces and strategies (DARTS, random sampling, fixed genotypes) over seeds under one budget.",
@@ -42,9 +42,9 @@ def sample(
 
       essdsl sample tiny.space --all -o every
     """
-    from ..check import check_file
-    from ..sample import SampleError, draw, enumerate_all, sample_file_name
-    from ..files import atomic_write_text
+    from essdsl.lang.check import check_file
+    from essdsl.nas.sample import SampleError, draw, enumerate_all, sample_file_name
+    from essdsl.files import atomic_write_text
 
     if all_ == (n is not None):
         fail("give either -n N (a uniform sample) or --all (every architecture)")
@@ -70,7 +70,7 @@ def sample(
 
 # ----------------------------------------------------------------- study
 def _load(study_file: Path, out: Optional[Path]):
-    from ..study import StudyError, load_study
+    from essdsl.study import StudyError, load_study
 
     try:
         return load_study(study_file, out)
@@ -87,7 +87,7 @@ def study_run(
     """Run every (space, strategy, seed) of a study; run again to resume (finished runs are skipped)."""
     if jobs < 1:
         fail(f"--jobs must be a positive integer, got {jobs}")
-    from ..study import StudyError, run_study
+    from essdsl.study import StudyError, run_study
 
     study = _load(study_file, out)
     try:
@@ -110,7 +110,7 @@ def study_report(
     out: Optional[Path] = typer.Option(None, "--out", help="study folder (default runs/study-<name>)"),
 ) -> None:
     """Print the study's table and write table.md, table.csv, runs.csv and metric.png into the study folder."""
-    from ..study import StudyError, report_study
+    from essdsl.study import StudyError, report_study
 
     study = _load(study_file, out)
     try:

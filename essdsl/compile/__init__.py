@@ -11,15 +11,15 @@
 
 from __future__ import annotations
 
-from .config import ModelConfig, hidden_layout
-from .manifest import build_manifest, save_artifact, script_model
-from .codegen import generate_source
+from essdsl.compile.config import ModelConfig, hidden_layout
+from essdsl.compile.manifest import build_manifest, save_artifact, script_model
+from essdsl.compile.codegen import generate_source
 
 
 def build_model(graph, config: ModelConfig, impl: str = "generated"):
     """An ``nn.Module`` language model around ``graph``'s cell (see the module docstring)."""
     if impl == "generated":
-        from .codegen import load_source
+        from essdsl.compile.codegen import load_source
 
         cls = load_source(generate_source(graph, config), graph)
         model = cls()
@@ -27,7 +27,7 @@ def build_model(graph, config: ModelConfig, impl: str = "generated"):
             raise AssertionError("generated module does not match the configuration")
         return model
     if impl == "reference":
-        from .reference import ReferenceModel
+        from essdsl.compile.reference import ReferenceModel
 
         return ReferenceModel(graph, config)
     raise ValueError(f"unknown implementation {impl!r} (use 'generated' or 'reference')")

@@ -25,8 +25,8 @@ import sys
 import types
 from typing import Optional
 
-from .. import __version__
-from ..graph import (
+from essdsl import __version__
+from essdsl.lang.graph import (
     CellGraph,
     EApply,
     ECombine,
@@ -42,7 +42,7 @@ from ..graph import (
     parameter_layout,
     param_safe,
 )
-from .config import (
+from essdsl.compile.config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,
     EMBEDDING_INIT_RANGE,

@@ -1,7 +1,7 @@
 """The language-model settings around a compiled cell, and facts about a cell
 that both implementations (generated and reference) must agree on.
 
-Everything here reads the resolved :class:`~essdsl.graph.CellGraph`; nothing
+Everything here reads the resolved :class:`~essdsl.lang.graph.CellGraph`; nothing
 here imports torch, so the layout can be inspected cheaply.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from ..graph import (  # noqa: F401 - re-exported for the compiler
+from essdsl.lang.graph import (  # noqa: F401 - re-exported for the compiler
     CellGraph,
     EApply,
     ECombine,
@@ -24,7 +24,7 @@ from ..graph import (  # noqa: F401 - re-exported for the compiler
     embedding_dim,
     expr_dim,
 )
-from .names import module_attribute
+from essdsl.compile.names import module_attribute
 
 ZERO = "zero"
 

@@ -9,9 +9,9 @@ import warnings
 from pathlib import Path
 from typing import Optional, Union
 
-from .. import __version__
-from ..graph import CellGraph, MixedSpec, arch_params, parameter_layout
-from .config import ModelConfig, decoder_tied, embedding_dim, hidden_layout, op_mask, uses_norm
+from essdsl import __version__
+from essdsl.lang.graph import CellGraph, MixedSpec, arch_params, parameter_layout
+from essdsl.compile.config import ModelConfig, decoder_tied, embedding_dim, hidden_layout, op_mask, uses_norm
 
 
 def _node_entry(graph: CellGraph, spec: MixedSpec, config: ModelConfig) -> dict:
@@ -72,7 +72,7 @@ def build_manifest(
     """
     import torch
 
-    from ..ir import strip_spans
+    from essdsl.lang.ir import strip_spans
 
     space: dict = {"name": graph.name, "kind": graph.kind, "path": str(path) if path is not None else None}
     if source_text is None and path is not None:
@@ -138,7 +138,7 @@ def _atomic_write(path: Path, write) -> None:
     puts it on disk (torch writing to a full disk itself aborts the process)."""
     import io
 
-    from ..files import atomic_write_bytes
+    from essdsl.files import atomic_write_bytes
 
     buffer = io.BytesIO()
     write(buffer)

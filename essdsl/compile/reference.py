@@ -7,7 +7,7 @@ on purpose; the generated module must compute the same numbers.
 
 Its parameters have exactly the names and shapes of the generated module
 (``encoder.weight``, ``decoder_bias`` [, ``decoder_weight``], ``cell.<name>``
-from :func:`essdsl.graph.parameter_layout`, ``arch.<node>_ops`` /
+from :func:`essdsl.lang.graph.parameter_layout`, ``arch.<node>_ops`` /
 ``arch.<node>_combine``, ``norms.<node>.*``), so ``load_state_dict`` moves
 weights between the two.
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import (
+from essdsl.lang.graph import (
     CellGraph,
     EApply,
     ECombine,
@@ -34,7 +34,7 @@ from ..graph import (
     parameter_layout,
     stream_key,
 )
-from .config import (
+from essdsl.compile.config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,
     EMBEDDING_INIT_RANGE,

@@ -22,10 +22,10 @@ from typing import Callable, Iterable, Optional
 
 from lsprotocol import types
 
-from .. import ir
-from ..check import check_text
-from ..errors import Diagnostic, sort_key
-from ..graph import MAX_RANGE, CellGraph
+from essdsl.lang import ir
+from essdsl.lang.check import check_text
+from essdsl.errors import Diagnostic, sort_key
+from essdsl.lang.graph import MAX_RANGE, CellGraph
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Whitespace and comments between a keyword and the name it introduces.
@@ -400,7 +400,7 @@ class Analysis:
     @functools.cached_property
     def node_blocks(self) -> dict[str, str]:
         """``essdsl show``'s text for each computed node, keyed by graph key."""
-        from ..show import describe
+        from essdsl.lang.show import describe
 
         blocks: dict[str, list[str]] = {}
         in_nodes, current = False, ""
@@ -421,7 +421,7 @@ class Analysis:
     @functools.cached_property
     def stats(self) -> Optional[dict]:
         """``essdsl stats --json``'s numbers, or None when the cell is no language model."""
-        from ..stats import StatsError, stats_dict
+        from essdsl.lang.stats import StatsError, stats_dict
 
         try:
             return stats_dict(self.graph)
@@ -439,8 +439,8 @@ def analyze(text: str, path: str = "<space>", sizes: Optional[dict] = None, unit
     graph, report = check_text(text, path, sizes)
     space = graph.space if graph is not None else None
     if space is None and not any(d.code == "syntax" or d.code == "empty" or d.code == "encoding" for d in report.diagnostics):
-        from ..parse import parse_space
-        from ..errors import ParseError
+        from essdsl.lang.parse import parse_space
+        from essdsl.errors import ParseError
 
         try:  # parses, but no graph (e.g. no cell): still index its names
             space = parse_space(text, path)

@@ -12,9 +12,9 @@ from typing import Optional
 
 from lsprotocol import types
 
-from .. import ir
-from ..graph import stream_key
-from .analysis import ATTRIBUTE_VALUES, ATTRIBUTES, KEYWORDS, OP_DOCS, OPS, Analysis, Occurrence, scan_definitions
+from essdsl.lang import ir
+from essdsl.lang.graph import stream_key
+from essdsl.lsp.analysis import ATTRIBUTE_VALUES, ATTRIBUTES, KEYWORDS, OP_DOCS, OPS, Analysis, Occurrence, scan_definitions
 
 # ----------------------------------------------------------------- hover
 
@@ -72,7 +72,7 @@ def _value_hover(a: Analysis, o: Occurrence) -> str:
         return _stream_hover(a, statement)
     key = stream_key(d.name, 0) if isinstance(statement, ir.StateUpdate) else d.name
     if not a.ok:
-        from ..fmt import format_statement_line
+        from essdsl.lang.fmt import format_statement_line
 
         return f"```space\n{format_statement_line(statement)}\n```\n_sizes and parameters once the file has no errors_"
     block = a.node_blocks.get(key)
@@ -99,7 +99,7 @@ def _params_text(supernet: int, low: int, high: int, unit: str = " parameters") 
 
 
 def _stream_hover(a: Analysis, st) -> str:
-    from ..fmt import format_statement_line
+    from essdsl.lang.fmt import format_statement_line
 
     text = f"```space\n{format_statement_line(st)}\n```"
     graph = a.graph
@@ -294,7 +294,7 @@ def formatting(analysis: Analysis, original: str) -> Optional[list[types.TextEdi
     """One edit that replaces the document by ``essdsl fmt``'s output; None when the
     text does not parse (its diagnostics say why) and [] when it is already formatted.
     The analysis already holds the parse, so only the printing is done here."""
-    from ..fmt import format_space
+    from essdsl.lang.fmt import format_space
 
     if analysis.space is None:
         return None

@@ -21,9 +21,9 @@ from typing import Optional
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from .. import __version__
-from . import features
-from .analysis import Analysis, analyze, unit_counter
+from essdsl import __version__
+from essdsl.lsp import features
+from essdsl.lsp.analysis import Analysis, analyze, unit_counter
 
 MAX_DEBOUNCE_S = 0.1
 log = logging.getLogger(__name__)

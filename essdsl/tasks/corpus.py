@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from essdsl.errors import EssdslError
 
 SPLITS = ("train", "valid", "test")
 EOS = "<eos>"
 UNK = "<unk>"
 
 
-class DataError(Exception):
+class DataError(EssdslError):
     """A data set cannot be used; the message says why and what to do."""
 
 

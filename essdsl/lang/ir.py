@@ -1,7 +1,7 @@
 """Typed IR of a .space file: what the text says, with a source span on every element.
 
 The IR keeps the surface forms a user wrote (ranges such as ``s0..s7``, op-set
-names, defaults) so that the formatter can print them back; ``essdsl.graph``
+names, defaults) so that the formatter can print them back; ``essdsl.lang.graph``
 resolves them into explicit candidate edges.  Equality of two IRs ignores spans
 (see :func:`strip_spans`), which is what the round-trip property tests compare.
 """

@@ -1,6 +1,6 @@
 """Size of a search space and of the models in it, computed from the cell graph (no torch).
 
-Everything here follows ``docs/semantics.md`` and :func:`essdsl.graph.parameter_layout`:
+Everything here follows ``docs/semantics.md`` and :func:`essdsl.lang.graph.parameter_layout`:
 
 **Architectures.** A mixed node chooses ``keep`` distinct candidate edges and
 one non-``zero`` op for each, and one combiner.  With ``n_e`` the number of
@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .graph import (
+from essdsl.lang.graph import (
     CellGraph,
     EApply,
     ECombine,

@@ -1,6 +1,6 @@
 """Semantic diff of two resolved cells: what a search space *means*, not how it is written.
 
-:func:`diff_graphs` compares two :class:`essdsl.graph.CellGraph` objects, so
+:func:`diff_graphs` compares two :class:`essdsl.lang.graph.CellGraph` objects, so
 everything the resolver already normalised is invisible to it: layout and
 comments, the order of statements and of ``from`` clauses, a range
 (``s0..s2``) versus the explicit list (``s0, s1, s2``), a ``defaults`` entry
@@ -50,8 +50,8 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
-from . import ir
-from .graph import CellGraph, ECombine, EApply, EHighway, ELinear, ERef, FixedSpec, MixedSpec, RExpr, Stream, UpdateSpec, norm_text
+from essdsl.lang import ir
+from essdsl.lang.graph import CellGraph, ECombine, EApply, EHighway, ELinear, ERef, FixedSpec, MixedSpec, RExpr, Stream, UpdateSpec, norm_text
 
 EditValue = Union[str, int, None]
 

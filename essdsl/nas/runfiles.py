@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, conlist
+from essdsl.errors import EssdslError
 
 PathLike = Union[str, Path]
 RUN_MANIFEST = "manifest.json"
@@ -39,7 +40,7 @@ METRICS = "metrics.jsonl"
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-class RunFileError(Exception):
+class RunFileError(EssdslError):
     """A run file or artifact is missing, damaged, of the wrong shape or tampered with."""
 
 
@@ -342,7 +343,7 @@ def save_checkpoint(state: dict, path: PathLike) -> str:
     the two writes leaves the old checkpoint, which still matches)."""
     import torch
 
-    from .files import atomic_write_bytes, atomic_write_text
+    from essdsl.files import atomic_write_bytes, atomic_write_text
 
     path = Path(path)
     buffer = io.BytesIO()

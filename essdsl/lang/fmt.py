@@ -20,7 +20,7 @@ spacing (``a + b``, ``f(x, y)``, ``carry = h[t-1]``) and parentheses only where
 the grammar's precedence needs them (``a - (b - c)``, ``a * (b + c)``).
 
 Comments are not in the grammar, so they are placed by position
-(:attr:`essdsl.ir.Space.comments` keeps each one's line and column):
+(:attr:`essdsl.lang.ir.Space.comments` keeps each one's line and column):
 
 * a full-line comment goes before the element that follows it in the source,
   at that element's indentation;
@@ -31,7 +31,7 @@ Comments are not in the grammar, so they are placed by position
 * comments after the last element of the file stay at the end.
 
 Formatting is idempotent and ``parse(format_space(space))`` equals ``space``
-up to spans (:func:`essdsl.ir.strip_spans`).
+up to spans (:func:`essdsl.lang.ir.strip_spans`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from . import ir
+from essdsl.lang import ir
 
 INDENT = "  "
 
@@ -410,7 +410,7 @@ def format_space(space: ir.Space) -> str:
 
 def format_text(text: Union[str, bytes], path: str = "<space>") -> str:
     """Parse .space text and return its canonical form (raises :class:`essdsl.errors.ParseError`)."""
-    from .parse import parse_space
+    from essdsl.lang.parse import parse_space
 
     return format_space(parse_space(text, path))
 

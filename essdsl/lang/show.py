@@ -10,7 +10,7 @@ sources.
 
 from __future__ import annotations
 
-from .graph import (
+from essdsl.lang.graph import (
     CellGraph,
     EApply,
     ECombine,

@@ -47,9 +47,10 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import runfiles
-from .files import atomic_write_bytes, atomic_write_text
-from .data import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
+from essdsl.nas import runfiles
+from essdsl.files import atomic_write_bytes, atomic_write_text
+from essdsl.tasks.corpus import Corpus, batchify, expected_seq_len, get_batch, sample_seq_len
+from essdsl.errors import EssdslError
 
 ARCH_PREFIX = "arch."
 CHECKPOINT_FORMAT = "essdsl-checkpoint-1"
@@ -57,11 +58,11 @@ MAX_ROLLBACKS = 3
 ABSURD_LOSS_FACTOR = 10.0  # see usable_validation_loss
 
 
-class RunError(Exception):
+class RunError(EssdslError):
     """A run cannot start or continue; the message says why and what to do."""
 
 
-class Interrupted(Exception):
+class Interrupted(EssdslError):
     """Raised after a requested stop (Ctrl-C) once the checkpoint is written."""
 
     def __init__(self, checkpoint: Path):
@@ -117,7 +118,7 @@ def atomic_torch_save(obj, path) -> None:
 
 
 def load_checkpoint(path) -> dict:
-    """The checkpoint at ``path``, verified (see :func:`essdsl.runfiles.load_checkpoint`:
+    """The checkpoint at ``path``, verified (see :func:`essdsl.nas.runfiles.load_checkpoint`:
     checksum, ``torch.load(weights_only=True)``, schema); a clear RunError otherwise."""
     try:
         return runfiles.load_checkpoint(path, CHECKPOINT_FORMAT)

@@ -13,9 +13,9 @@ from typing import Optional, Union
 
 import networkx as nx
 
-from . import ir
-from .errors import CheckError, Diagnostic, ParseError, Report, error, has_errors, warning
-from .graph import CellGraph, ECombine, MixedSpec, RExpr, Stream, UpdateSpec, build_graph
+from essdsl.lang import ir
+from essdsl.errors import CheckError, Diagnostic, ParseError, Report, error, has_errors, warning
+from essdsl.lang.graph import CellGraph, ECombine, MixedSpec, RExpr, Stream, UpdateSpec, build_graph
 
 ZERO = "zero"
 PARAMETER_FREE = {"identity"}
@@ -217,7 +217,7 @@ def check_space(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
 
 
 def check_text(text: Union[str, bytes], path: str = "<space>", sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], Report]:
-    from .parse import parse_space, strip_bom
+    from essdsl.lang.parse import parse_space, strip_bom
 
     source = strip_bom(text) if isinstance(text, str) else None
     try:

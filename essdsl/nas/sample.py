@@ -1,6 +1,6 @@
 """Uniform sampling and enumeration of a space's discrete architectures.
 
-The set sampled is exactly the one :func:`essdsl.stats.architecture_count`
+The set sampled is exactly the one :func:`essdsl.lang.stats.architecture_count`
 counts: per mixed node, ``keep`` distinct candidate edges among those with a
 non-zero op, one non-``zero`` op for each kept edge, and one combiner; the
 space is the product of its mixed nodes.  Each architecture has a *rank* in
@@ -11,8 +11,8 @@ Sampling draws ranks with ``random.Random(seed).randrange(count)`` (exact for
 any size, stable across Python versions), so it is uniform over the counted
 set and reproducible by seed; ``--all`` walks the ranks in order.
 
-A sample is a :class:`essdsl.derive.NodeChoice` per mixed node, written by
-:func:`essdsl.derive.genotype_text`, the function that writes a searched
+A sample is a :class:`essdsl.nas.derive.NodeChoice` per mixed node, written by
+:func:`essdsl.nas.derive.genotype_text`, the function that writes a searched
 genotype, so a sampled genotype is the same kind of file as a derived one.
 Uniformity is over choice vectors, as stats counts them: when the genotype
 writer drops nodes that a choice leaves unused, two choice vectors can give
@@ -27,15 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .derive import DeriveError, KeptEdge, NodeChoice, genotype_text
-from .graph import CellGraph, MixedSpec
-from .stats import ZERO, architecture_count, elementary_symmetric, node_architectures, nonzero_op_counts
+from essdsl.nas.derive import DeriveError, KeptEdge, NodeChoice, genotype_text
+from essdsl.lang.graph import CellGraph, MixedSpec
+from essdsl.lang.stats import ZERO, architecture_count, elementary_symmetric, node_architectures, nonzero_op_counts
+from essdsl.errors import EssdslError
 
 # `--all` refuses spaces with more architectures than this: each one is a file.
 ENUMERATE_LIMIT = 10_000
 
 
-class SampleError(Exception):
+class SampleError(EssdslError):
     """The space cannot be sampled as asked (no choices, too large to enumerate, …)."""
 
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .check import PARAMETER_FREE
-from .derive import ZERO, combine_probabilities, derive_choices, entropy, op_probabilities
+from essdsl.lang.check import PARAMETER_FREE
+from essdsl.nas.derive import ZERO, combine_probabilities, derive_choices, entropy, op_probabilities
 
 # Below these a search is reported as not having learned its architecture.
 MIN_CHANGE = 0.05  # largest θ change since the start, in units of the uniform θ

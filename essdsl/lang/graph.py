@@ -24,9 +24,9 @@ from typing import Iterable, Optional, Union
 
 import networkx as nx
 
-from . import ir
-from .errors import Diagnostic, error
-from .limits import MAX_CELL_EDGES, max_size, size_limit_message
+from essdsl.lang import ir
+from essdsl.errors import Diagnostic, EssdslError, error
+from essdsl.lang.limits import MAX_CELL_EDGES, max_size, size_limit_message
 
 DEFAULT_SIZES = {"ninp": 300, "nhid": 300, "vocab": 10000}
 
@@ -208,7 +208,7 @@ def param_safe(key: str) -> str:
 
 
 # ----------------------------------------------------------------- building
-class LanguageModelError(ValueError):
+class LanguageModelError(EssdslError, ValueError):
     """The cell cannot be wrapped as a language model (e.g. it has no input to embed)."""
 
 

@@ -13,7 +13,7 @@ space that passes ``check`` derives a genotype that passes it too.
 Everything space-specific comes from the compiled model's manifest (edge
 labels, op names, masks, select, keep) and the space's IR; the genotype is the
 source IR with each mixed node's ``from`` clauses replaced by one clause per
-kept edge, printed by :func:`essdsl.fmt.format_space`.
+kept edge, printed by :func:`essdsl.lang.fmt.format_space`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from . import ir
+from essdsl.lang import ir
+from essdsl.errors import EssdslError
 
 ZERO = "zero"
 
 
-class DeriveError(Exception):
+class DeriveError(EssdslError):
     """The architecture weights cannot be turned into a genotype."""
 
 
@@ -309,7 +310,7 @@ def prune_unread_nodes(cell: ir.Cell, space: ir.Space) -> tuple[ir.Cell, list[st
     """
     import networkx as nx
 
-    from .graph import UpdateSpec, build_graph
+    from essdsl.lang.graph import UpdateSpec, build_graph
 
     graph, _ = build_graph(space.model_copy(update={"kind": "genotype", "cell": cell}))
     if graph is None or not nx.is_directed_acyclic_graph(graph.dag):
@@ -360,10 +361,10 @@ def genotype_text(
     name: Optional[str] = None,
     sizes: Optional[dict] = None,
 ) -> str:
-    """Genotype source text (formatted by :func:`essdsl.fmt.format_space`) that passes ``essdsl check``
+    """Genotype source text (formatted by :func:`essdsl.lang.fmt.format_space`) that passes ``essdsl check``
     at ``sizes`` (the run's ``ninp``/``nhid``: a space may check only at the sizes it was searched at)."""
-    from .check import check_text
-    from .fmt import format_space
+    from essdsl.lang.check import check_text
+    from essdsl.lang.fmt import format_space
 
     genotype = genotype_space(space, choices, provenance, name)
     text = format_space(genotype)

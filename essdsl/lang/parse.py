@@ -1,6 +1,6 @@
-"""Text -> IR: the Lark LALR parser and the transformer that builds :mod:`essdsl.ir`.
+"""Text -> IR: the Lark LALR parser and the transformer that builds :mod:`essdsl.lang.ir`.
 
-``parse_space(text, path)`` returns a :class:`essdsl.ir.Space` or raises
+``parse_space(text, path)`` returns a :class:`essdsl.lang.ir.Space` or raises
 :class:`essdsl.errors.ParseError` carrying ``path:line:col`` diagnostics.  It
 never lets a Lark or Python exception escape for any input, bytes included.
 """
@@ -16,9 +16,9 @@ from typing import Union
 from lark import Lark, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from . import ir
-from . import limits
-from .errors import Diagnostic, ParseError
+from essdsl.lang import ir
+from essdsl.lang import limits
+from essdsl.errors import Diagnostic, ParseError
 
 GRAMMAR_NAME = "space.lark"
 
@@ -31,16 +31,16 @@ def grammar_text() -> str:
             return packaged.read_text(encoding="utf-8")
     except (FileNotFoundError, ModuleNotFoundError):  # pragma: no cover - defensive
         pass
-    repo = Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_NAME
+    repo = Path(__file__).resolve().parents[2] / "grammars" / GRAMMAR_NAME
     return repo.read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     """The LALR parser.  Building its tables takes ~0.1 s, so they are cached on
-    disk as plain data (:mod:`essdsl.grammar_cache`: never a pickle, never from a
+    disk as plain data (:mod:`essdsl.lang.grammar_cache`: never a pickle, never from a
     folder others can write); a missing or untrusted cache only costs that time."""
-    from .grammar_cache import load_parser
+    from essdsl.lang.grammar_cache import load_parser
 
     return load_parser(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
 
@@ -486,7 +486,7 @@ _LIMIT_TOKENS = re.compile(r'#[^\n]*|"(?:\\.|[^"\\\n])*"?|[A-Za-z_][A-Za-z0-9_]*
 
 
 def lexical_limit_diagnostics(text: str) -> list[Diagnostic]:
-    """Numbers, names and bracket nesting beyond :mod:`essdsl.limits`, found by one
+    """Numbers, names and bracket nesting beyond :mod:`essdsl.lang.limits`, found by one
     linear scan before parsing, so that no later stage ever recurses that deep or
     converts a number that long (Python refuses int() of 4,300+ digits)."""
     diagnostics: list[Diagnostic] = []
@@ -544,7 +544,7 @@ def _start(item) -> tuple[int, int]:
 
 
 def tree_limit_diagnostics(tree) -> list[Diagnostic]:
-    """Node count and expression length beyond :mod:`essdsl.limits`, found without
+    """Node count and expression length beyond :mod:`essdsl.lang.limits`, found without
     recursion (a sum of 20,000 terms is a parse tree 20,000 levels deep, which the
     transformer and every later pass would recurse through)."""
     diagnostics: list[Diagnostic] = []
