@@ -62,6 +62,11 @@ class ModelConfig:
         return asdict(self)
 
 
+# The dropouts that belong to the cell (variational masks on the values entering its
+# matrix products); dropout, dropouti and dropoute belong to the language-model head.
+CELL_DROPOUTS = ("dropouth", "dropoutx")
+
+
 @dataclass(frozen=True)
 class HiddenSlot:
     """One tensor of the hidden list: the past values of one stream.
