@@ -25,7 +25,7 @@ import sys
 import types
 from typing import Optional
 
-from essdsl import __version__
+from essdsl import __version__, ops
 from essdsl.lang.graph import (
     CellGraph,
     EApply,
@@ -47,7 +47,6 @@ from essdsl.compile.config import (
     CELL_INIT_RANGE,
     EMBEDDING_INIT_RANGE,
     SHARED_NORM,
-    ZERO,
     ModelConfig,
     decoder_tied,
     embedding_dim,
@@ -79,17 +78,17 @@ _RESERVED |= {"xs", "past", "masks", "arch", "Config", "ParameterBag"} | set(dir
 MAX_CHAIN = 16  # operands of one generated + or * chain
 MAX_INLINE_DEPTH = 8  # parentheses of one generated expression
 
-_ACTIVATION_CODE = {
-    "tanh": "torch.tanh({})",
-    "relu": "torch.relu({})",
-    "sigmoid": "torch.sigmoid({})",
-    "identity": "{}",
-    "neg": "(-{})",
-}
-
-
 def _act(op: str, arg: str) -> str:
-    return _ACTIVATION_CODE[op].format(arg)
+    """Op ``op`` applied to ``arg`` in generated code (the template of :mod:`essdsl.ops`)."""
+    return ops.render(op, arg)
+
+
+def _apply_code(op: str, arg: str) -> str:
+    """``_act`` for an expression operand: an op whose template wraps its operand in
+    parentheses (``torch.tanh({})``) or is the operand itself takes it without its outer
+    parentheses; any other template (``(-{})``: -(a + b), not -a + b) keeps them."""
+    template = ops.get(op).code
+    return _act(op, _strip(arg) if template == "{}" or "({})" in template else _atom(arg))
 
 
 def class_name(graph: CellGraph) -> str:
@@ -487,7 +486,7 @@ class _Generator:
             w("# architecture weights (softmaxes once per forward) and stacked per-edge matrices")
         for s in self.mixed:
             E, K = len(s.edges), len(s.op_names)
-            nonzero = [op for op in s.op_names if op != ZERO]
+            nonzero = [op for op in s.op_names if not ops.is_zero(op)]
             if s.has_op_choice:
                 logits = _member("self.arch", f"{s.name}_ops")
                 mask = op_mask(s)
@@ -500,7 +499,7 @@ class _Generator:
                 else:
                     w(f"{theta} = torch.softmax({logits}.reshape(-1), 0).view({E}, {K})  # {s.name}: one softmax over all (edge, op)")
                 for k, op in enumerate(s.op_names):
-                    if op == ZERO:
+                    if ops.is_zero(op):
                         continue
                     var = names.get(f"{s.name}_{op}")
                     self.theta[(s.name, op)] = var
@@ -530,8 +529,7 @@ class _Generator:
             return self.value[e.key]
         if isinstance(e, EApply):
             arg = self.shallow(w, self.expr(w, e.arg, owner), owner)
-            # neg prefixes its operand, so the operand keeps its parentheses: -(a + b), not -a + b
-            return _act(e.op, _atom(arg) if e.op == "neg" else _strip(arg))
+            return _apply_code(e.op, arg)
         if isinstance(e, ECombine):
             terms = [self.shallow(w, self.expr(w, t, owner), owner) for t in e.terms]
             if e.combiner == "product":
@@ -634,14 +632,14 @@ class _Generator:
                 wu = names.get(f"{s.name}_wu")
                 w(f"{wu} = {self.wsum[s.name]} * {u}")
                 mixture = " + ".join(
-                    f"{self.theta[(s.name, op)]} * {_act(op, gg)}" for op in s.op_names if op != ZERO
+                    f"{self.theta[(s.name, op)]} * {_act(op, gg)}" for op in s.op_names if not ops.is_zero(op)
                 )
                 w(f"{m} = {wu} + torch.sigmoid({c}) * ({mixture} - {wu})  # op mixture, folded")
             else:
                 hname = names.get(f"{s.name}_h")
                 self.project_step(w, s, us, hname)
                 mixture = " + ".join(
-                    f"{self.theta[(s.name, op)]} * {_act(op, hname)}" for op in s.op_names if op != ZERO
+                    f"{self.theta[(s.name, op)]} * {_act(op, hname)}" for op in s.op_names if not ops.is_zero(op)
                 )
                 w(f"{m} = {mixture}  # op mixture")
             self.combine(w, s, m, self.wsum[s.name], out)
@@ -662,7 +660,7 @@ class _Generator:
         """No op choice: every kept edge has its one op and weight 1."""
         names = self.names
         E = len(s.edges)
-        ops = [e.ops[0] for e in s.edges]
+        edge_ops = [e.ops[0] for e in s.edges]
         if E == 1 and not s.has_combine_choice:
             u = us[0]
             if " * " in u:
@@ -673,10 +671,10 @@ class _Generator:
             if s.transform == "highway":
                 c, gg = names.get(f"{s.name}_c"), names.get(f"{s.name}_g")
                 w(f"{c}, {gg} = torch.mm({masked}, {self.cell(f'{s.name}_w')}).chunk(2, 1)")
-                w(f"{out} = {u} + torch.sigmoid({c}) * ({_act(ops[0], gg)} - {u})")
+                w(f"{out} = {u} + torch.sigmoid({c}) * ({_act(edge_ops[0], gg)} - {u})")
             else:
                 projected = f"torch.mm({masked}, {self.cell(s.name + '_w0')})"
-                w(f"{out} = {_act(ops[0], projected)}")
+                w(f"{out} = {_act(edge_ops[0], projected)}")
             return
         m = names.get(f"{s.name}_m")
         if s.transform == "highway":
@@ -685,18 +683,18 @@ class _Generator:
             w(f"{u} = torch.stack([{', '.join(us)}])")
             operands = self.stacked_operands(s, u, us)
             w(f"{c}, {gg} = torch.matmul({operands}, {self.cell(f'{s.name}_w')}).chunk(2, -1)  # one GEMM for all edges")
-            if len(set(ops)) == 1:
-                w(f"{m} = {u} + torch.sigmoid({c}) * ({_act(ops[0], gg)} - {u})")
+            if len(set(edge_ops)) == 1:
+                w(f"{m} = {u} + torch.sigmoid({c}) * ({_act(edge_ops[0], gg)} - {u})")
             else:
-                parts = [f"{u}[{e}] + torch.sigmoid({c}[{e}]) * ({_act(op, f'{gg}[{e}]')} - {u}[{e}])" for e, op in enumerate(ops)]
+                parts = [f"{u}[{e}] + torch.sigmoid({c}[{e}]) * ({_act(op, f'{gg}[{e}]')} - {u}[{e}])" for e, op in enumerate(edge_ops)]
                 w(f"{m} = torch.stack([{', '.join(parts)}])")
         else:
             hname = names.get(f"{s.name}_h")
             self.project_step(w, s, us, hname)
-            if len(set(ops)) == 1:
-                w(f"{m} = {_act(ops[0], hname)}")
+            if len(set(edge_ops)) == 1:
+                w(f"{m} = {_act(edge_ops[0], hname)}")
             else:
-                w(f"{m} = torch.stack([{', '.join(_act(op, f'{hname}[{e}]') for e, op in enumerate(ops))}])")
+                w(f"{m} = torch.stack([{', '.join(_act(op, f'{hname}[{e}]') for e, op in enumerate(edge_ops))}])")
         self.combine(w, s, m, None, out)
 
     def combine(self, w: _Writer, s: MixedSpec, m: str, wsum: Optional[str], out: str) -> None:

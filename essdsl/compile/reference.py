@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from essdsl import ops
+
 from essdsl.lang.graph import (
     CellGraph,
     EApply,
@@ -39,7 +41,6 @@ from essdsl.compile.config import (
     CELL_INIT_RANGE,
     EMBEDDING_INIT_RANGE,
     SHARED_NORM,
-    ZERO,
     ModelConfig,
     decoder_tied,
     embedding_dim,
@@ -56,17 +57,8 @@ from essdsl.compile.config import (
 
 
 def activation(op: str, value: Tensor) -> Tensor:
-    if op == "tanh":
-        return torch.tanh(value)
-    if op == "relu":
-        return torch.relu(value)
-    if op == "sigmoid":
-        return torch.sigmoid(value)
-    if op == "identity":
-        return value
-    if op == "neg":
-        return -value
-    raise ValueError(f"no activation '{op}'")
+    """Op ``op`` of :mod:`essdsl.ops` on ``value`` (its reference function)."""
+    return ops.apply(op, value)
 
 
 class ParameterBag(nn.Module):
@@ -215,7 +207,7 @@ class _ReferenceCellParts(nn.Module):
             m = torch.zeros(u.shape[0], d, dtype=u.dtype, device=u.device)
             w = torch.zeros((), dtype=u.dtype, device=u.device)
             for op in spec.op_names:
-                if op not in edge.ops or op == ZERO:
+                if op not in edge.ops or ops.is_zero(op):
                     continue  # not a candidate of this edge / the zero op contributes 0
                 if spec.transform == "highway":
                     v = u + torch.sigmoid(c) * (activation(op, g) - u)
