@@ -1,0 +1,166 @@
+"""Data-parallel primitives (essdsl/nas/distributed.py): in-process rules, then 2 ranks
+on gloo (CPU) started as torchrun would (tests/dist_launch.py, tests/dist_worker.py)."""
+
+import copy
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from dist_launch import WORKER, run_worker, start_ranks, wait_all
+from essdsl.nas import distributed as D
+
+TWO = D.DistContext(rank=1, world_size=2, backend="gloo")  # rules only; no process group
+
+
+def read_ranks(outdir, world=2):
+    return [json.loads((outdir / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+# ----------------------------------------------------------------- in one process
+def test_shard_rule_takes_equal_contiguous_column_blocks_and_refuses_uneven_batches():
+    assert D.shard_slice(8, TWO) == slice(4, 8)
+    assert D.shard_slice(8, D.DistContext(rank=0, world_size=2)) == slice(0, 4)
+    data = torch.arange(24).view(3, 8)
+    assert torch.equal(D.shard_columns(data, TWO), data[:, 4:])
+    assert D.shard_columns(data, D.SINGLE) is data
+    with pytest.raises(D.DistributedError, match=r"--batch-size 7 is not divisible by the 2 processes.*multiple of 2"):
+        D.shard_slice(7, TWO)
+
+
+def test_example_slices_cover_every_example_once():
+    for count in range(0, 12):
+        for world in (1, 2, 3, 5):
+            slices = [D.example_slice(count, D.DistContext(rank=r, world_size=world)) for r in range(world)]
+            covered = [i for s in slices for i in range(s.start, s.stop)]
+            assert covered == list(range(count))
+            assert max(s.stop - s.start for s in slices) - min(s.stop - s.start for s in slices) <= 1
+
+
+def test_one_process_helpers_are_the_identity():
+    ctx = D.setup(env={})  # no torchrun variables: a plain run
+    assert ctx is D.SINGLE and ctx.is_main and not ctx.enabled and ctx.launch() == {"world_size": 1, "backend": "none"}
+    grads = [torch.ones(2), None]
+    assert D.average_gradients(ctx, grads, [torch.zeros(2), torch.zeros(3)]) == grads
+    assert D.step_consensus(ctx, [2.5], stop=True) == ([2.5], True)
+    assert D.loss_weights(ctx, 3) == 1.0 and D.gather_objects(ctx, 4) == [4] and D.broadcast_object(ctx, 5) == 5
+    model = torch.nn.Linear(2, 2)
+    assert D.prepare_replica(model, ctx) is model and D.differing_tensors(ctx, dict(model.named_parameters())) == []
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RANK": "0", "WORLD_SIZE": "x"}, "are not integers"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 is outside WORLD_SIZE=2"),
+        ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR and MASTER_PORT not set"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "x", "MASTER_PORT": "1", D.TIMEOUT_ENV: "-1"}, "not a positive number"),
+    ],
+)
+def test_bad_launch_environments_get_a_clear_message(env, message):
+    with pytest.raises(D.DistributedError, match=message):
+        D.setup("cpu", env=env)
+
+
+def test_world_size_one_under_torchrun_is_a_plain_run():
+    assert D.setup("cpu", env={"RANK": "0", "WORLD_SIZE": "1"}) is D.SINGLE
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused():
+    env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    with pytest.raises(D.DistributedError, match="no CUDA device"):
+        D.setup("cuda", env=env)
+
+
+class _Normed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 4)
+        self.norm = torch.nn.BatchNorm1d(4, affine=False)
+        self.norms = torch.nn.ModuleDict({"n": torch.nn.BatchNorm1d(4)})
+
+    def forward(self, x):
+        return self.norms["n"](self.norm(self.linear(x)))
+
+
+def test_synced_batchnorm_keeps_names_state_and_parameters_and_is_plain_batchnorm_alone():
+    torch.manual_seed(0)
+    model = _Normed()
+    reference = copy.deepcopy(model)
+    before = model.state_dict()
+    weight = model.norms["n"].weight
+    assert D.sync_batchnorm(model) == 2
+    assert isinstance(model.norm, D.SyncedBatchNorm) and isinstance(model.norms["n"], D.SyncedBatchNorm)
+    assert model.norms["n"].weight is weight and list(model.state_dict()) == list(before)
+    x = torch.randn(6, 3)
+    assert torch.equal(model(x), reference(x))  # no process group: torch's own batch norm
+    assert torch.equal(model.norm.running_var, reference.norm.running_var)
+    assert D.sync_batchnorm(model) == 0  # already converted
+
+
+def test_dropout_batch_dimension_rule():
+    assert D._batch_dim("dropoute", [100, 1]) is None
+    assert D._batch_dim("dropouti", [1, 4, 8]) == 1
+    assert D._batch_dim("dropouth.s1", [4, 8]) == 0
+
+
+def test_stop_signals_set_the_flag_and_restore_the_handlers():
+    calls = []
+    before = signal.getsignal(signal.SIGTERM)
+    with D.StopSignals(lambda: calls.append(1)) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert stop.requested and calls == [1]
+        os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM: still one request
+        time.sleep(0.05)
+        assert calls == [1]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ----------------------------------------------------------------- two ranks on gloo
+def test_two_ranks_average_broadcast_gather_and_synced_batchnorm(tmp_path):
+    run_worker("primitives", tmp_path)
+    ranks = read_ranks(tmp_path)
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["backend"] for r in ranks} == {"gloo"}
+    assert ranks[0]["average"] == ranks[1]["average"] == [1.5, 2.0, 1.0]
+    assert ranks[0]["broadcast_digest"] == ranks[1]["broadcast_digest"]
+    assert [r["example_slice"] for r in ranks] == [[0, 4], [4, 7]]
+    assert ranks[1]["objects"] == [0, 10] and ranks[1]["decided"] == {"from": 0}
+    for r in ranks:
+        for diff in r["batchnorm"].values():
+            assert max(diff.values()) < 1e-5
+
+
+@pytest.mark.parametrize("space", ["darts_rnn"])
+def test_two_ranks_with_global_batch_b_equal_one_process_with_batch_b(tmp_path, space):
+    """Supernet with BatchNorm and every dropout: each rank checks bitwise-equal
+    architecture weights after every step and compares itself to the one-process
+    run it computes from the same random state."""
+    run_worker("lm", tmp_path, DIST_SPACE=space)
+    for r in read_ranks(tmp_path):
+        assert r["arch_moved"] > 1e-2  # the architecture did move: the comparison means something
+        assert r["loss_diff"] < 1e-5, r
+        assert r["arch_diff"] < 1e-4, r
+        assert r["hidden_diff"] < 1e-5 and r["buffers_diff"] < 1e-5, r
+
+
+@pytest.mark.parametrize("fault, limit", [("die", 10.0), ("hang", 15.0)])
+def test_a_lost_rank_makes_the_others_exit_instead_of_hanging(tmp_path, fault, limit):
+    timeout = 3
+    procs = start_ranks([str(WORKER), "peer_lost", str(tmp_path)], 2, DIST_FAULT=fault, **{D.TIMEOUT_ENV: timeout})
+    try:
+        (code, _, stderr), = wait_all(procs[:1], 60)
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+    assert code == 0, stderr
+    result = read_ranks(tmp_path, 1)[0]
+    assert result["lost_at_step"] == 2 and "lost contact with another process" in result["message"]
+    if fault == "die":  # the dead peer's sockets close: noticed at once
+        assert result["seconds"] < limit
+    else:  # a silent peer: given up after the timeout
+        assert timeout - 0.5 <= result["seconds"] < limit
