@@ -123,10 +123,11 @@ def batchnorm(ctx: D.DistContext) -> dict:
 def _lm_steps(model, train, valid, steps, bptt, ctx, clip=0.25):
     """A few first-order bilevel steps (Adam on the architecture from a validation
     segment, then clipped SGD on the weights), gradients averaged over the ranks."""
-    from essdsl.nas.search import split_parameters
+    from essdsl.tasks.base import is_arch_parameter
     from essdsl.tasks.corpus import get_batch
 
-    weights, arch = split_parameters(model)
+    weights = {n: p for n, p in model.named_parameters() if not is_arch_parameter(n)}
+    arch = {n: p for n, p in model.named_parameters() if is_arch_parameter(n)}
     w_opt = torch.optim.SGD(list(weights.values()), lr=2.0, weight_decay=5e-7)
     a_opt = torch.optim.Adam(list(arch.values()), lr=3e-2, betas=(0.9, 0.999), weight_decay=1e-3)
     hidden = model.init_hidden(train.size(1))
@@ -223,7 +224,102 @@ def peer_lost(ctx: D.DistContext) -> dict:
     raise AssertionError("no collective failed although a rank was gone")
 
 
-SCENARIOS = {"primitives": primitives_and_batchnorm, "lm": lm, "peer_lost": peer_lost}
+def search_run(ctx: D.DistContext, run_dir, order="first", max_steps=4, epochs=1, stop=None, resume=False, die=None, train_tokens=1200) -> dict:
+    """A search through the real Trainer (the LM task, darts_rnn at nhid 8, global batch
+    8, dropouts on); every step checks bitwise-equal architecture weights across ranks.
+    ``stop`` = (rank, step): that rank alone asks to stop after that step; ``die`` the
+    same, but the rank exits at once."""
+    from essdsl.lang.check import load_graph
+    from essdsl.nas.derive import derive_choices
+    from essdsl.nas.runconfig import Interrupted, RunConfig
+    from essdsl.nas.trainer import Trainer
+    from essdsl.tasks.corpus import synthetic_corpus
+    from essdsl.tasks.lm import LanguageModelTask
+
+    corpus = synthetic_corpus(0, train=train_tokens, valid=400, test=100)
+    task = LanguageModelTask(corpus, bptt=8, dropouts=dict(dropout=0.2, dropouth=0.1, dropoutx=0.2, dropouti=0.1, dropoute=0.0))
+    graph = load_graph(SPACES / "darts_rnn.space", {"ninp": 8, "nhid": 8})
+    model, manifest, _ = task.build(graph, True, seed=0)
+    cfg = RunConfig(epochs=epochs, max_steps=max_steps, batch_size=8, eval_batch_size=10, bptt=8, order=order, seed=0, lr=5.0, arch_lr=0.03)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(model, task, cfg, run_dir, manifest)
+    trace = []
+
+    def on_step(info):
+        arch = {n: p for n, p in trainer.model.named_parameters() if n.startswith("arch.")}
+        D.assert_replicas_equal(ctx, arch)  # bitwise, after every step
+        trace.append({"step": info.step, "loss": info.loss, "arch": {n: p.detach().flatten().tolist() for n, p in arch.items()}})
+        if stop is not None and (ctx.rank, info.step) == tuple(stop):
+            trainer.request_stop()
+        if die is not None and (ctx.rank, info.step) == tuple(die):
+            os._exit(9)
+
+    trainer.on_step = on_step
+    if resume:
+        trainer.resume()
+    interrupted = None
+    try:
+        history = trainer.run()
+    except Interrupted as exc:
+        history, interrupted = trainer.history, str(exc.checkpoint)
+    arch = {n: p for n, p in trainer.model.named_parameters() if n.startswith("arch.")}
+    choices = {node: ([(e.label, e.op) for e in c.edges or ()], c.combine) for node, c in derive_choices(manifest, arch).items()}
+    return {"history": history, "trace": trace, "interrupted": interrupted, "step": trainer.step, "genotype": repr(sorted(choices.items()))}
+
+
+def search(ctx: D.DistContext) -> dict:
+    """DIST_SEARCH: a JSON list of search_run options, run one after the other in RUN_DIR
+    (default OUTDIR/run<i>)."""
+    outdir = Path(sys.argv[2])
+    runs = json.loads(os.environ.get("DIST_SEARCH", "[{}]"))
+    out = {"runs": [search_run(ctx, options.pop("run_dir", outdir / f"run{i}"), **options) for i, options in enumerate(runs)]}
+    if os.environ.get("DIST_BILEVEL64"):
+        out["bilevel64"] = bilevel64(ctx)
+    return out
+
+
+def bilevel64(ctx: D.DistContext) -> dict:
+    """One architecture gradient in float64 (first and second order, both Hessian-vector
+    rules, a large step size so the finite-difference term matters): the ranks' averaged
+    gradient against the one-process gradient each rank computes on an untouched copy
+    from the same random state.  float64 leaves no rounding for the finite difference
+    to amplify, so any mistake in what is averaged shows."""
+    from essdsl.lang.check import load_graph
+    from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters
+    from essdsl.nas.runconfig import RunConfig
+    from essdsl.tasks.corpus import synthetic_corpus
+    from essdsl.tasks.lm import LanguageModelTask
+
+    corpus = synthetic_corpus(0, train=600, valid=300, test=100)
+    task = LanguageModelTask(corpus, bptt=6, dropouts=dict(dropout=0.2, dropouth=0.1, dropoutx=0.2, dropouti=0.1, dropoute=0.0))
+    graph = load_graph(SPACES / "darts_rnn.space", {"ninp": 8, "nhid": 8})
+    out = {}
+    for order, hvp in [("first", "paper"), ("second", "paper"), ("second", "official")]:
+        model, manifest, _ = task.build(graph, True, seed=0)
+        model.double()
+        reference = copy.deepcopy(model)
+        D.prepare_replica(model, ctx)
+        cfg = RunConfig(batch_size=8, bptt=6, order=order, hvp=hvp, clip=1e9)
+        results = []
+        for m, parallel in [(model, ctx), (reference, D.SINGLE)]:
+            weights, arch = split_parameters(m)
+            bilevel = BilevelOptimizer(weights, arch, arch_masks(manifest, arch), cfg, list(m.buffers()))
+            train = D.shard_stream(task, task.train_stream(8, 0, torch.device("cpu")), parallel)
+            search = D.shard_stream(task, task.search_stream(8, torch.device("cpu")), parallel)
+            batch = train.next()
+            val = search.next(like=batch)
+            torch.manual_seed(7)
+            loss_fn = lambda b, carry, m=m: task.loss(m, b, carry)
+            grads, val_loss, _ = bilevel.arch_gradient(loss_fn, (batch, None), (val, None), 50.0)
+            results.append((grads, float(val_loss)))
+        (grads, loss), (ref_grads, ref_loss) = results
+        gap = max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(grads, ref_grads))
+        assert gap < 1e-9 and abs(loss - ref_loss) < 1e-12, (order, hvp, gap, loss, ref_loss)
+        out[f"{order}/{hvp}"] = gap
+    return out
+
+
+SCENARIOS = {"bilevel64": bilevel64, "search": search, "primitives": primitives_and_batchnorm, "lm": lm, "peer_lost": peer_lost}
 
 
 def main() -> None:
@@ -233,6 +329,7 @@ def main() -> None:
     try:
         result = SCENARIOS[scenario](ctx)
         result["rank"], result["world_size"], result["backend"] = ctx.rank, ctx.world_size, ctx.backend
+        outdir.mkdir(parents=True, exist_ok=True)
         (outdir / f"rank{ctx.rank}.json").write_text(json.dumps(result))
     finally:
         D.teardown(ctx)

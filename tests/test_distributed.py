@@ -135,6 +135,7 @@ def test_two_ranks_average_broadcast_gather_and_synced_batchnorm(tmp_path):
             assert max(diff.values()) < 1e-5
 
 
+@pytest.mark.slow  # the same claim through the Trainer runs in the fast set (test_two_rank_search_...)
 @pytest.mark.parametrize("space", ["darts_rnn"])
 def test_two_ranks_with_global_batch_b_equal_one_process_with_batch_b(tmp_path, space):
     """Supernet with BatchNorm and every dropout: each rank checks bitwise-equal
@@ -164,3 +165,61 @@ def test_a_lost_rank_makes_the_others_exit_instead_of_hanging(tmp_path, fault, l
         assert result["seconds"] < limit
     else:  # a silent peer: given up after the timeout
         assert timeout - 0.5 <= result["seconds"] < limit
+
+
+# ----------------------------------------------------------------- through the trainer
+def _arch_gap(trace, reference):
+    """Largest difference of any architecture weight at any step, and how far they moved."""
+    gap = max(abs(x - y) for a, b in zip(trace, reference) for n in a["arch"] for x, y in zip(a["arch"][n], b["arch"][n]))
+    moved = max(abs(x - y) for n in reference[-1]["arch"] for x, y in zip(reference[-1]["arch"][n], reference[0]["arch"][n]))
+    return gap, moved
+
+
+@pytest.fixture(scope="module")
+def one_process_searches(tmp_path_factory):
+    """The one-process runs the two-rank runs must equal (same seed, same global batch 8)."""
+    from dist_worker import search_run
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("single")
+    return {order: search_run(D.SINGLE, root / order, order=order) for order in ("first", "second")}
+
+
+def test_two_rank_search_equals_the_one_process_search_and_stops_and_resumes_together(tmp_path, one_process_searches):
+    """Through the Trainer and the bilevel step, 2 ranks of global batch 8 against one
+    process of batch 8 (same seed):
+
+    * every step the architecture weights are bitwise equal on both ranks (checked
+      inside the ranks); loss, validation loss and the genotype equal the one-process
+      run's; the architecture weights too, within float32 tolerance for the first
+      order, and within the finite difference's amplified rounding for the second
+      (``bilevel64`` below shows the second-order gradient exact in float64);
+    * a stop asked on rank 1 alone (SIGTERM there) stops both ranks after the same
+      step (the next step's exchange carries it) with one checkpoint, and resuming it on 2 ranks ends exactly where the
+      uninterrupted run ends."""
+    resumable = str(tmp_path / "stopped")
+    runs = [{"order": "first"}, {"order": "second"}, {"stop": [1, 2], "run_dir": resumable}, {"resume": True, "run_dir": resumable}]
+    run_worker("search", tmp_path, DIST_SEARCH=json.dumps(runs), DIST_BILEVEL64=1)
+    ranks = read_ranks(tmp_path)
+    for i, (order, tolerance) in enumerate([("first", 1e-3), ("second", 5e-2)]):
+        reference = one_process_searches[order]
+        for rank in ranks:
+            run = rank["runs"][i]
+            assert [t["step"] for t in run["trace"]] == [1, 2, 3, 4]
+            assert max(abs(a["loss"] - b["loss"]) for a, b in zip(run["trace"], reference["trace"])) < 1e-5
+            gap, moved = _arch_gap(run["trace"], reference["trace"])
+            assert moved > 1e-2 and gap < tolerance * moved, (order, gap, moved)
+            assert abs(run["history"][0]["valid_loss"] - reference["history"][0]["valid_loss"]) < 1e-5
+            assert run["genotype"] == reference["genotype"]
+        assert ranks[0]["runs"][i]["trace"] == ranks[1]["runs"][i]["trace"]  # the same numbers on both ranks
+    for rank in ranks:
+        stopped, resumed, uninterrupted = rank["runs"][2], rank["runs"][3], rank["runs"][0]
+        # asked on rank 1 after step 2, shared by the exchange of step 3: both stop after step 3
+        assert stopped["interrupted"] and stopped["step"] == 3
+        assert resumed["interrupted"] is None and [t["step"] for t in resumed["trace"]] == [4]
+        assert stopped["trace"] + resumed["trace"] == uninterrupted["trace"]  # bit for bit
+        assert resumed["genotype"] == uninterrupted["genotype"]
+        # float64: the averaged architecture gradient is the one-process gradient
+        assert set(rank["bilevel64"]) == {"first/paper", "second/paper", "second/official"}
+        assert max(rank["bilevel64"].values()) < 1e-9
+    assert (tmp_path / "stopped" / "checkpoint.pt").exists()

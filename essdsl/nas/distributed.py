@@ -103,6 +103,14 @@ class DistContext:
 
 
 SINGLE = DistContext()
+_current: DistContext = SINGLE
+
+
+def current() -> DistContext:
+    """The context :func:`setup` made for this process (:data:`SINGLE` before or without
+    it).  The trainer and the bilevel step read it at each step, so a model or an
+    optimizer rebuilt in the middle of a run (growth) is averaged like the first."""
+    return _current
 
 
 def launched_by_torchrun(env=None) -> bool:
@@ -166,13 +174,17 @@ def setup(device: Optional[str] = None, env=None) -> DistContext:
             world_size=world,
             timeout=datetime.timedelta(seconds=timeout),
         )
-    return DistContext(rank=rank, world_size=world, local_rank=local, backend=backend, device=dev, timeout_s=timeout)
+    global _current
+    _current = DistContext(rank=rank, world_size=world, local_rank=local, backend=backend, device=dev, timeout_s=timeout)
+    return _current
 
 
 def teardown(ctx: DistContext) -> None:
     """Leave the process group (idempotent; nothing to do for one process)."""
+    global _current
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+    _current = SINGLE
 
 
 @contextlib.contextmanager
@@ -365,6 +377,114 @@ def take_columns(ctx: DistContext, tensors: Sequence[torch.Tensor], dim: int) ->
         s = shard_slice(t.size(dim), ctx, what="the checkpoint's batch")
         out.append(t.narrow(dim, s.start, s.stop - s.start).clone())
     return out
+
+
+def shard_lm_batch(batch, ctx: DistContext):
+    """The LM's shard of a segment: this process's columns of tokens and targets.
+    ``size`` stays the global batch's token count (the trainer's epoch loss and
+    tokens/s are the whole run's); ``extra["local_size"]`` is this shard's."""
+    from essdsl.tasks.base import Batch
+
+    tokens, targets = batch.inputs
+    cut = shard_slice(tokens.size(1), ctx)
+    mine = targets[:, cut]
+    return Batch(inputs=(tokens[:, cut], mine), size=batch.size, lr_scale=batch.lr_scale, fresh=batch.fresh,
+                 extra={**batch.extra, "local_size": mine.numel()})  # fmt: skip
+
+
+def batch_sharder(task, ctx: DistContext) -> Callable:
+    """How ``task``'s batches are cut into shares: the task's own ``shard_batch(batch,
+    rank, world_size)`` when it has one, the column rule for the language model; a task
+    with neither is refused (its batches' layout is its own business)."""
+    own = getattr(task, "shard_batch", None)
+    if own is not None:
+        return lambda batch: own(batch, ctx.rank, ctx.world_size)
+    if getattr(task, "name", None) == "lm":
+        return lambda batch: shard_lm_batch(batch, ctx)
+    raise DistributedError(
+        f"the task '{getattr(task, 'name', type(task).__name__)}' does not say how to split its batches between "
+        "processes (a shard_batch(batch, rank, world_size) method); run it on one process"
+    )
+
+
+class ShardedStream:
+    """A task's batch stream as one process sees it: the same batches in the same order
+    (positions and random lengths advance identically on every process), each cut to
+    this process's share."""
+
+    def __init__(self, stream, cut: Callable):
+        self.stream, self.cut = stream, cut
+
+    def next(self, like=None):
+        batch = self.stream.next(like)
+        return None if batch is None else self.cut(batch)
+
+    def restart(self) -> None:
+        self.stream.restart()
+
+    def progress(self) -> tuple[int, int]:
+        return self.stream.progress()
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+    def __getattr__(self, name):  # optional extras of the task's stream (steps_per_epoch)
+        return getattr(self.stream, name)
+
+
+def shard_stream(task, stream, ctx: DistContext):
+    """``stream`` (None stays None) cut to this process's share (unchanged for one process)."""
+    if stream is None or not ctx.enabled:
+        return stream
+    return ShardedStream(stream, batch_sharder(task, ctx))
+
+
+def carries_of_all(ctx: DistContext, carries: dict) -> dict:
+    """What a checkpoint keeps of the carried state (LM: the hidden states): every
+    process's share, with the world size that cut them (rank 0 writes the file)."""
+    if not ctx.enabled:
+        return carries
+    return {"world_size": ctx.world_size, "ranks": gather_objects(ctx, carries)}
+
+
+def own_carries(ctx: DistContext, carries: dict) -> dict:
+    """This process's carried state from a checkpoint's (see :func:`carries_of_all`);
+    a checkpoint cut for another number of processes is refused."""
+    written = carries.get("world_size", 1) if isinstance(carries, dict) else 1
+    if written != ctx.world_size:
+        launch = "one process (no torchrun)" if written == 1 else f"torchrun --nproc_per_node={written} (or {written} processes in all)"
+        raise DistributedError(
+            f"this checkpoint was written by a run on {written} process{'es' if written != 1 else ''} and this run has "
+            f"{ctx.world_size}; each process carries its own share of the state between steps, so resume it with {launch}"
+        )
+    return carries["ranks"][ctx.rank] if written > 1 else carries
+
+
+class RemoteError(DistributedError):
+    """Another rank (rank 0) failed; it printed why."""
+
+
+def on_main(ctx: DistContext, action: Callable[[], Any]) -> Any:
+    """Run ``action`` on rank 0 only and hand its result to every process (reading a
+    checkpoint once for all).  When it raises an essdsl error, rank 0 re-raises it and
+    the other ranks raise :class:`RemoteError` with the same message, instead of
+    waiting for a result that never comes."""
+    if not ctx.enabled:
+        return action()
+    if ctx.is_main:
+        try:
+            box = ("ok", action())
+        except EssdslError as exc:
+            broadcast_object(ctx, ("error", str(exc)))
+            raise
+        return broadcast_object(ctx, box)[1]
+    kind, value = broadcast_object(ctx, None)
+    if kind == "error":
+        raise RemoteError(value)
+    return value
 
 
 # ----------------------------------------------------------------- dropout masks
@@ -571,6 +691,15 @@ def gather_objects(ctx: DistContext, value: Any) -> list:
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DistContext",
+    "RemoteError",
+    "ShardedStream",
+    "batch_sharder",
+    "carries_of_all",
+    "current",
+    "on_main",
+    "own_carries",
+    "shard_lm_batch",
+    "shard_stream",
     "DistributedError",
     "PeerLost",
     "SINGLE",
