@@ -26,22 +26,9 @@ import types
 from typing import Optional
 
 from essdsl import __version__, ops
-from essdsl.lang.graph import (
-    CellGraph,
-    EApply,
-    ECombine,
-    EHighway,
-    ELinear,
-    ERef,
-    FixedSpec,
-    MixedSpec,
-    RExpr,
-    Stream,
-    UpdateSpec,
-    bias_name,
-    parameter_layout,
-    param_safe,
-)
+from essdsl.compile.layout import bias_name, parameter_layout
+from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, ERef, RExpr, param_safe
+from essdsl.lang.graph import CellGraph, FixedSpec, MixedSpec, Stream, UpdateSpec
 from essdsl.compile.config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from essdsl import __version__
-from essdsl.lang.graph import CellGraph, MixedSpec, arch_params, parameter_layout
+from essdsl.compile.layout import arch_params, parameter_layout
+from essdsl.lang.graph import CellGraph, MixedSpec
 from essdsl.compile.config import CELL_DROPOUTS, ModelConfig, decoder_tied, embedding_dim, hidden_layout, op_mask, uses_norm
 
 

@@ -309,7 +309,8 @@ def prune_unread_nodes(cell: ir.Cell, space: ir.Space) -> tuple[ir.Cell, list[st
     """
     import networkx as nx
 
-    from essdsl.lang.graph import UpdateSpec, build_graph
+    from essdsl.lang.graph import UpdateSpec
+    from essdsl.lang.resolve import build_graph
 
     graph, _ = build_graph(space.model_copy(update={"kind": "genotype", "cell": cell}))
     if graph is None or not nx.is_directed_acyclic_graph(graph.dag):
