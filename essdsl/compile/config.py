@@ -26,6 +26,13 @@ from essdsl.lang.graph import (  # noqa: F401 - re-exported for the compiler
     embedding_dim,
 )
 from essdsl.compile.names import module_attribute
+from essdsl.errors import EssdslError
+
+
+class CompileError(EssdslError, ValueError):
+    """A graph or setting the compiler cannot turn into a module (an unknown
+    implementation or target, a parameter name that is not an identifier, ...)."""
+
 
 # Initialisation ranges of the official DARTS code (quark0/darts rnn/model.py,
 # INITRANGE = 0.04): cell weights, the embedding and an untied decoder all

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from essdsl import ops
 
-from essdsl.compile.layout import bias_name, parameter_layout
+from essdsl.lang.layout import bias_name, parameter_layout
 from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, ERef, RExpr, stream_key
 from essdsl.lang.graph import CellGraph, MixedSpec, Stream
 from essdsl.compile.config import (

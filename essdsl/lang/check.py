@@ -226,15 +226,12 @@ def check_text(text: Union[str, bytes], path: str = "<space>", sizes: Optional[d
 
 
 def check_file(path: Union[str, Path], sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], Report]:
-    p = Path(path)
+    from essdsl.lang.parse import read_space_bytes
+
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        return None, Report(str(path), None, [Diagnostic("error", "no such file", code="io")])
-    except IsADirectoryError:
-        return None, Report(str(path), None, [Diagnostic("error", "is a directory, not a .space file", code="io")])
-    except OSError as exc:
-        return None, Report(str(path), None, [Diagnostic("error", f"cannot read: {exc.strerror}", code="io")])
+        data = read_space_bytes(path)
+    except ParseError as exc:
+        return None, Report(str(path), None, list(exc.diagnostics))
     return check_text(data, str(path), sizes)
 
 

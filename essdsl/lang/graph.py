@@ -212,13 +212,13 @@ _MOVED = {
     "cell_edges_message": "essdsl.lang.resolve",
     "infer_dims": "essdsl.lang.dims",
     "expr_dim": "essdsl.lang.dims",
-    "ParamSpec": "essdsl.compile.layout",
-    "bias_name": "essdsl.compile.layout",
-    "expr_params": "essdsl.compile.layout",
-    "mixed_params": "essdsl.compile.layout",
-    "arch_params": "essdsl.compile.layout",
-    "arch_entry_count": "essdsl.compile.layout",
-    "parameter_layout": "essdsl.compile.layout",
+    "ParamSpec": "essdsl.lang.layout",
+    "bias_name": "essdsl.lang.layout",
+    "expr_params": "essdsl.lang.layout",
+    "mixed_params": "essdsl.lang.layout",
+    "arch_params": "essdsl.lang.layout",
+    "arch_entry_count": "essdsl.lang.layout",
+    "parameter_layout": "essdsl.lang.layout",
 }
 
 

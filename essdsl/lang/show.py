@@ -10,7 +10,7 @@ sources.
 
 from __future__ import annotations
 
-from essdsl.compile.layout import arch_params, expr_params, mixed_params
+from essdsl.lang.layout import arch_params, expr_params, mixed_params
 from essdsl.lang.dims import expr_dim
 from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, ERef, RExpr
 from essdsl.lang.graph import CellGraph, MixedSpec, Stream, UpdateSpec, norm_text

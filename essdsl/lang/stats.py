@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from essdsl import ops
-from essdsl.compile.layout import arch_entry_count, arch_params, expr_params, mixed_params
+from essdsl.lang.layout import arch_entry_count, arch_params, expr_params, mixed_params
 from essdsl.lang.dims import expr_dim
 from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, RExpr, walk
 from essdsl.lang.graph import (

@@ -26,12 +26,25 @@ from typing import Optional
 from pydantic import BaseModel
 
 from essdsl.lang import ir
-from essdsl.errors import EssdslError
+from essdsl.errors import CheckError, Diagnostic, EssdslError
 from essdsl.ops import ZERO, is_zero  # noqa: F401 - ZERO re-exported (health, sample)
 
 
 class DeriveError(EssdslError):
     """The architecture weights cannot be turned into a genotype."""
+
+
+class GenotypeCheckError(DeriveError, CheckError):
+    """The derived genotype's text does not pass the checker.  Carries the checker's
+    ``diagnostics`` and the text as ``source`` (``render()`` shows them at their lines);
+    ``str()`` stays one line naming the errors."""
+
+    def __init__(self, diagnostics: list[Diagnostic], source: str):
+        CheckError.__init__(self, diagnostics, "<genotype>", source)
+
+    def __str__(self) -> str:
+        problems = "; ".join(d.message for d in self.diagnostics if d.severity == "error")
+        return f"the derived genotype does not check: {problems}"
 
 
 @dataclass(frozen=True)
@@ -370,8 +383,7 @@ def genotype_text(
     text = format_space(genotype)
     _, report = check_text(text, "<genotype>", sizes)
     if not report.ok:
-        problems = "; ".join(d.message for d in report.diagnostics if d.severity == "error")
-        raise DeriveError(f"the derived genotype does not check: {problems}")
+        raise GenotypeCheckError(report.diagnostics, text)
     return text
 
 

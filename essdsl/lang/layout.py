@@ -1,7 +1,8 @@
 """The parameter layout of a compiled cell: which weight and architecture tensors it has,
 with their names and shapes.  :func:`parameter_layout` is the single definition the
 generated module, the reference interpreter, the manifest, ``stats`` and ``show`` read.
-Nothing here imports torch."""
+It lives with the language, not the compiler, because ``stats`` and ``show`` count
+these tensors without importing the compiler (or torch)."""
 
 from __future__ import annotations
 
