@@ -20,6 +20,7 @@ from essdsl.cli import app
 from essdsl.files import check_run_folder, remove_stale_temp_files
 from essdsl.options import check_corpus_fits, check_options, run_batches
 from essdsl.cli.common import fail, fail_space
+from essdsl.cli import parallel
 from essdsl.errors import EssdslError
 from essdsl.tasks import options_help
 
@@ -246,7 +247,9 @@ def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[b
     from essdsl.compile.fast import _marker_path, compile_step, decide_compile, enable_compile_cache, time_eager_step
     from essdsl.tasks.corpus import expected_seq_len
 
-    if restored is not None:
+    if parallel.compile_refusal():
+        chosen, reason = False, parallel.compile_refusal()
+    elif restored is not None:
         chosen, reason = restored, f"{'compiling the time step' if restored else 'running eagerly'}, as the run was started (--compile/--no-compile to change)"
     elif requested is not None:
         chosen, reason = requested, ("compiling the time step: --compile or ESSDSL_COMPILE=1" if requested else "running eagerly: --no-compile or ESSDSL_COMPILE=0")
@@ -312,9 +315,11 @@ def _read_run_manifest(run_dir: Path) -> dict:
 def _resumed_run(run_dir: Path, kind: str, noun: str) -> dict:
     """The manifest of the run to continue with --resume, which must be a ``kind`` run."""
     run = _read_run_manifest(run_dir)
-    remove_stale_temp_files(run_dir)  # left by a kill during an atomic write
+    if parallel.is_main():
+        remove_stale_temp_files(run_dir)  # left by a kill during an atomic write
     if run.get("kind") != kind:
         fail(f"{run_dir} is a '{run.get('kind')}' run, not {noun}")
+    parallel.check_same_launch(run)
     return run
 
 
@@ -465,7 +470,7 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
         if run.get("data_fingerprint") != fingerprint:
             fail("refusing to resume: the data differs from what this run was started with")
         return resume, run
-    run_dir = out or Path("runs") / _run_id(space_record["name"])
+    run_dir = parallel.choose_run_dir(out or Path("runs") / _run_id(space_record["name"]))
     if (run_dir / checkpoint_name).exists():
         fail(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     run = {
@@ -485,9 +490,11 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
         "corpus": data,
         "device": str(dev),
         "versions": _versions(),
+        "launch": parallel.launch_record(),
         **(extra or {}),
     }
-    atomic_write_text(run_dir / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    if parallel.is_main():  # the other ranks of a torchrun launch write nothing
+        atomic_write_text(run_dir / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
     return run_dir, run
 
 
@@ -552,7 +559,8 @@ def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict]
     except (DeriveError, SpaceError) as exc:
         fail(f"cannot derive a genotype: {exc}")
     path = out or (run_dir / "genotype.space")
-    atomic_write_text(path, text, inputs=[run["space"]["path"]])  # never over the searched space
+    if parallel.is_main():
+        atomic_write_text(path, text, inputs=[run["space"]["path"]])  # never over the searched space
     return path, text
 
 
@@ -607,10 +615,11 @@ def _report_health(record: Optional[dict], out) -> None:
 
 def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None:
     from essdsl.nas.runconfig import Diverged, Interrupted, RunError
-    from essdsl.nas.trainer import StopOnSigint, write_metrics
+    from essdsl.nas.trainer import write_metrics
 
     def on_epoch(record):
-        write_metrics(trainer.run_dir, trainer.history)
+        if parallel.is_main():
+            write_metrics(trainer.run_dir, trainer.history)
         progress.epoch(record, corpus)
         for note in trainer.notes:
             progress.message(f"[yellow]note:[/] {note}")
@@ -618,12 +627,13 @@ def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None
 
     trainer.on_step = progress.step
     trainer.on_epoch = on_epoch
-    stopper = StopOnSigint(trainer, lambda: print("essdsl: stopping after this step; saving a checkpoint…", file=sys.stderr))
+    stopper = parallel.stopper(trainer, lambda: print("essdsl: stopping after this step; saving a checkpoint…", file=sys.stderr))
     try:
         with progress, stopper:
             trainer.run()
     except Interrupted as exc:
-        write_metrics(trainer.run_dir, trainer.history)
+        if parallel.is_main():
+            write_metrics(trainer.run_dir, trainer.history)
         print(
             f"essdsl: interrupted at epoch {trainer.epoch + 1}, step {trainer.step}; state saved to {exc.checkpoint}\n"
             f"resume with: {resume_hint}",
@@ -631,7 +641,8 @@ def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None
         )
         raise typer.Exit(130)
     except Diverged as exc:
-        write_metrics(trainer.run_dir, trainer.history)
+        if parallel.is_main():
+            write_metrics(trainer.run_dir, trainer.history)
         fail(str(exc))
     except RunError as exc:
         fail(str(exc))
@@ -639,6 +650,7 @@ def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None
 
 # ----------------------------------------------------------------- search
 @app.command()
+@parallel.data_parallel
 def search(
     space_or_artifact: str = typer.Argument(..., metavar="SPACE_OR_ARTIFACT", help="a .space file, or a compiled artifact build/<name>.pt (with build/<name>.manifest.json beside it)"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),
@@ -784,6 +796,7 @@ def search(
     typer.echo(text)
     if final_epochs and record is not None:
         requested = (run.get("options") or {}).get("compile_requested", compile_) if "compile_" not in _typed_options("search") else compile_
+        parallel.after_main_wrote()  # the genotype file the final training reads
         _RESUME_HINT["train"] = f"essdsl search {_quote(space_or_artifact)} --resume {_quote(run_dir)}"  # continues the final training too
         try:
             _train_derived(path, run_dir / "final", run, cfg, sizes, final_epochs, device, threads, requested, eval_batch_size)
@@ -865,6 +878,7 @@ def derive(
 
 # ----------------------------------------------------------------- train
 @app.command()
+@parallel.data_parallel
 def train(
     genotype: str = typer.Argument(..., metavar="GENOTYPE", help="a genotype .space file (no choices left)"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),

@@ -628,20 +628,23 @@ def prepare_replica(model: nn.Module, ctx: DistContext) -> nn.Module:
 # ----------------------------------------------------------------- stopping
 class StopSignals:
     """Context manager: SIGINT or SIGTERM sets :attr:`requested` (and calls
-    ``on_request`` once); a second SIGINT interrupts at once.  The caller shares the
+    ``on_request`` once); a second SIGINT interrupts at once unless
+    ``interrupt_on_repeat`` is off (under torchrun, which forwards the terminal's
+    Ctrl-C to every rank a second time).  The caller shares the
     flag with the other processes through :func:`step_consensus` after each step, so a
     signal on any rank stops every rank after the same step.  (torchrun forwards a
     Ctrl-C or SIGTERM to every worker and kills them 30 s later.)"""
 
-    def __init__(self, on_request: Callable[[], None] = lambda: None):
+    def __init__(self, on_request: Callable[[], None] = lambda: None, interrupt_on_repeat: bool = True):
         self.on_request = on_request
+        self.interrupt_on_repeat = interrupt_on_repeat
         self.requested = False
         self.count = 0
         self.previous: dict = {}
 
     def _handler(self, signum, frame):
         self.count += 1
-        if self.count > 1 and signum == signal.SIGINT:
+        if self.count > 1 and signum == signal.SIGINT and self.interrupt_on_repeat:
             raise KeyboardInterrupt
         if not self.requested:
             self.requested = True
