@@ -224,11 +224,14 @@ def peer_lost(ctx: D.DistContext) -> dict:
     raise AssertionError("no collective failed although a rank was gone")
 
 
-def search_run(ctx: D.DistContext, run_dir, order="first", max_steps=4, epochs=1, stop=None, resume=False, die=None, train_tokens=1200) -> dict:
+def search_run(ctx: D.DistContext, run_dir, order="first", max_steps=4, epochs=1, stop=None, resume=False, die=None, train_tokens=1200,
+               replace_at=None) -> dict:
     """A search through the real Trainer (the LM task, darts_rnn at nhid 8, global batch
     8, dropouts on); every step checks bitwise-equal architecture weights across ranks.
     ``stop`` = (rank, step): that rank alone asks to stop after that step; ``die`` the
-    same, but the rank exits at once."""
+    same, but the rank exits at once.  ``replace_at``: before that step every rank
+    replaces the model by a new one with other weights on each rank and rebuilds the
+    optimizers, as growth does (the trainer must make rank 0's the replica again)."""
     from essdsl.lang.check import load_graph
     from essdsl.nas.derive import derive_choices
     from essdsl.nas.runconfig import Interrupted, RunConfig
@@ -242,7 +245,22 @@ def search_run(ctx: D.DistContext, run_dir, order="first", max_steps=4, epochs=1
     model, manifest, _ = task.build(graph, True, seed=0)
     cfg = RunConfig(epochs=epochs, max_steps=max_steps, batch_size=8, eval_batch_size=10, bptt=8, order=order, seed=0, lr=5.0, arch_lr=0.03)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(model, task, cfg, run_dir, manifest)
+    trainer_class = Trainer
+    if replace_at is not None:
+        from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters
+
+        class Replacing(Trainer):
+            def _train_step(self):
+                if self.step == replace_at and not getattr(self, "replaced", False):
+                    self.replaced = True
+                    self.model = task.build(graph, True, seed=100 + ctx.rank)[0]  # differs per rank on purpose
+                    self.weights, self.arch = split_parameters(self.model)
+                    self.w_opt = self._sgd()
+                    self.bilevel = BilevelOptimizer(self.weights, self.arch, arch_masks(self.manifest, self.arch), self.cfg, list(self.model.buffers()))
+                return super()._train_step()
+
+        trainer_class = Replacing
+    trainer = trainer_class(model, task, cfg, run_dir, manifest)
     trace = []
 
     def on_step(info):
@@ -325,7 +343,7 @@ SCENARIOS = {"bilevel64": bilevel64, "search": search, "primitives": primitives_
 def main() -> None:
     scenario, outdir = sys.argv[1], Path(sys.argv[2])
     torch.set_num_threads(1)
-    ctx = D.setup("cpu")
+    ctx = D.setup(os.environ.get("DIST_DEVICE", "cpu"))
     try:
         result = SCENARIOS[scenario](ctx)
         result["rank"], result["world_size"], result["backend"] = ctx.rank, ctx.world_size, ctx.backend

@@ -194,11 +194,14 @@ def test_two_rank_search_equals_the_one_process_search_and_stops_and_resumes_tog
       run's; the architecture weights too, within float32 tolerance for the first
       order, and within the finite difference's amplified rounding for the second
       (``bilevel64`` below shows the second-order gradient exact in float64);
+    * a model replaced mid-run with other weights on each rank (what growth does, with
+      its optimizers rebuilt) is rank 0's on both ranks from its first step on;
     * a stop asked on rank 1 alone (SIGTERM there) stops both ranks after the same
       step (the next step's exchange carries it) with one checkpoint, and resuming it on 2 ranks ends exactly where the
       uninterrupted run ends."""
     resumable = str(tmp_path / "stopped")
-    runs = [{"order": "first"}, {"order": "second"}, {"stop": [1, 2], "run_dir": resumable}, {"resume": True, "run_dir": resumable}]
+    runs = [{"order": "first"}, {"order": "second"}, {"stop": [1, 2], "run_dir": resumable}, {"resume": True, "run_dir": resumable},
+            {"replace_at": 2}]  # fmt: skip
     run_worker("search", tmp_path, DIST_SEARCH=json.dumps(runs), DIST_BILEVEL64=1)
     ranks = read_ranks(tmp_path)
     for i, (order, tolerance) in enumerate([("first", 1e-3), ("second", 5e-2)]):
@@ -219,7 +222,43 @@ def test_two_rank_search_equals_the_one_process_search_and_stops_and_resumes_tog
         assert resumed["interrupted"] is None and [t["step"] for t in resumed["trace"]] == [4]
         assert stopped["trace"] + resumed["trace"] == uninterrupted["trace"]  # bit for bit
         assert resumed["genotype"] == uninterrupted["genotype"]
+        replaced = rank["runs"][4]  # the bitwise check after every step passed inside the rank
+        assert [t["step"] for t in replaced["trace"]] == [1, 2, 3, 4] and replaced["trace"][2]["arch"] != uninterrupted["trace"][2]["arch"]
         # float64: the averaged architecture gradient is the one-process gradient
         assert set(rank["bilevel64"]) == {"first/paper", "second/paper", "second/official"}
         assert max(rank["bilevel64"].values()) < 1e-9
     assert (tmp_path / "stopped" / "checkpoint.pt").exists()
+    assert ranks[0]["runs"][4]["trace"] == ranks[1]["runs"][4]["trace"]
+
+
+def test_own_carries_refuse_a_checkpoint_of_another_world_size():
+    two = {"world_size": 2, "ranks": [{"train": 0, "search": None}, {"train": 1, "search": None}]}
+    assert D.own_carries(TWO, two) == {"train": 1, "search": None}
+    with pytest.raises(D.DistributedError, match=r"written by a run on 2 processes and this run has 1.*resume it with torchrun --nproc_per_node=2"):
+        D.own_carries(D.SINGLE, two)
+    with pytest.raises(D.DistributedError, match=r"written by a run on 1 process and this run has 2.*resume it with one process \(no torchrun\)"):
+        D.own_carries(D.DistContext(rank=0, world_size=2), {"train": None, "search": None})
+    assert D.own_carries(D.SINGLE, {"train": None, "search": None}) == {"train": None, "search": None}
+
+
+def test_a_task_without_a_shard_rule_is_refused():
+    class Tagging:
+        name = "tagging"
+
+    with pytest.raises(D.DistributedError, match="'tagging' does not say how to split its batches"):
+        D.batch_sharder(Tagging(), TWO)
+
+    class Own:
+        name = "forecast"
+
+        def shard_batch(self, batch, rank, world):
+            return (batch, rank, world)
+
+    assert D.batch_sharder(Own(), TWO)("b") == ("b", 1, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="NCCL needs 2 CUDA devices (one per rank)")
+def test_two_ranks_on_nccl(tmp_path):
+    """The same primitives over NCCL, one GPU per rank (skipped without 2 GPUs)."""
+    run_worker("primitives", tmp_path, DIST_DEVICE="cuda")
+    assert {r["backend"] for r in read_ranks(tmp_path)} == {"nccl"}
