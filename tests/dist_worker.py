@@ -225,7 +225,7 @@ def peer_lost(ctx: D.DistContext) -> dict:
 
 
 def search_run(ctx: D.DistContext, run_dir, order="first", max_steps=4, epochs=1, stop=None, resume=False, die=None, train_tokens=1200,
-               replace_at=None) -> dict:
+               replace_at=None, batchnorm="global") -> dict:
     """A search through the real Trainer (the LM task, darts_rnn at nhid 8, global batch
     8, dropouts on); every step checks bitwise-equal architecture weights across ranks.
     ``stop`` = (rank, step): that rank alone asks to stop after that step; ``die`` the
@@ -245,6 +245,7 @@ def search_run(ctx: D.DistContext, run_dir, order="first", max_steps=4, epochs=1
     model, manifest, _ = task.build(graph, True, seed=0)
     cfg = RunConfig(epochs=epochs, max_steps=max_steps, batch_size=8, eval_batch_size=10, bptt=8, order=order, seed=0, lr=5.0, arch_lr=0.03)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
+    os.environ[D.BATCHNORM_ENV] = batchnorm
     trainer_class = Trainer
     if replace_at is not None:
         from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters
@@ -281,8 +282,11 @@ def search_run(ctx: D.DistContext, run_dir, order="first", max_steps=4, epochs=1
     except Interrupted as exc:
         history, interrupted = trainer.history, str(exc.checkpoint)
     arch = {n: p for n, p in trainer.model.named_parameters() if n.startswith("arch.")}
+    os.environ.pop(D.BATCHNORM_ENV)
+    buffers_differ = D.differing_tensors(ctx, {n: b for n, b in trainer.model.named_buffers()})
     choices = {node: ([(e.label, e.op) for e in c.edges or ()], c.combine) for node, c in derive_choices(manifest, arch).items()}
-    return {"history": history, "trace": trace, "interrupted": interrupted, "step": trainer.step, "genotype": repr(sorted(choices.items()))}
+    return {"history": history, "trace": trace, "interrupted": interrupted, "step": trainer.step, "genotype": repr(sorted(choices.items())),
+            "buffers_differ": buffers_differ}  # fmt: skip
 
 
 def search(ctx: D.DistContext) -> dict:

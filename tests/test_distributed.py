@@ -196,12 +196,15 @@ def test_two_rank_search_equals_the_one_process_search_and_stops_and_resumes_tog
       (``bilevel64`` below shows the second-order gradient exact in float64);
     * a model replaced mid-run with other weights on each rank (what growth does, with
       its optimizers rebuilt) is rank 0's on both ranks from its first step on;
+    * with per-process BatchNorm statistics (ESSDSL_DIST_BATCHNORM=local) the replicas
+      and their running statistics stay equal, though the run is no longer the
+      one-process run;
     * a stop asked on rank 1 alone (SIGTERM there) stops both ranks after the same
       step (the next step's exchange carries it) with one checkpoint, and resuming it on 2 ranks ends exactly where the
       uninterrupted run ends."""
     resumable = str(tmp_path / "stopped")
     runs = [{"order": "first"}, {"order": "second"}, {"stop": [1, 2], "run_dir": resumable}, {"resume": True, "run_dir": resumable},
-            {"replace_at": 2}]  # fmt: skip
+            {"replace_at": 2}, {"batchnorm": "local"}]  # fmt: skip
     run_worker("search", tmp_path, DIST_SEARCH=json.dumps(runs), DIST_BILEVEL64=1)
     ranks = read_ranks(tmp_path)
     for i, (order, tolerance) in enumerate([("first", 1e-3), ("second", 5e-2)]):
@@ -229,6 +232,11 @@ def test_two_rank_search_equals_the_one_process_search_and_stops_and_resumes_tog
         assert max(rank["bilevel64"].values()) < 1e-9
     assert (tmp_path / "stopped" / "checkpoint.pt").exists()
     assert ranks[0]["runs"][4]["trace"] == ranks[1]["runs"][4]["trace"]
+    for rank in ranks:
+        assert all(run["buffers_differ"] == [] for run in rank["runs"])
+        local, exact = rank["runs"][5], rank["runs"][0]
+        assert [t["step"] for t in local["trace"]] == [1, 2, 3, 4] and local["trace"][1]["loss"] != exact["trace"][1]["loss"]
+    assert ranks[0]["runs"][5]["trace"] == ranks[1]["runs"][5]["trace"]
 
 
 def test_own_carries_refuse_a_checkpoint_of_another_world_size():

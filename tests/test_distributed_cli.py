@@ -137,3 +137,17 @@ def test_sigterm_on_one_rank_stops_both_with_a_checkpoint_and_another_world_size
     assert structure(run / "genotype.space") == structure(reference / "genotype.space")
     for ours, theirs in zip(metrics(run), metrics(reference), strict=True):
         assert abs(ours["valid_loss"] - theirs["valid_loss"]) < 1e-4
+
+
+def test_torchrun_train_equals_the_one_process_training(tmp_path):
+    args = ["train", "genotypes/darts_v2.space", "--nhid", "8", "--ninp", "8", "--batch-size", "8", "--synthetic-tokens", "1200",
+            "--epochs", "1", "--lr", "5"]  # fmt: skip
+    done = single([*args, "--out", str(tmp_path / "one")])
+    assert done.returncode == 0, done.stderr
+    launcher = torchrun([*args, "--out", str(tmp_path / "two")])
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr
+    assert stderr.count("model written to") == 1
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["launch"]["world_size"] == 2
+    (ours,), (theirs,) = metrics(tmp_path / "two"), metrics(tmp_path / "one")
+    assert ours["step"] == theirs["step"] and abs(ours["valid_loss"] - theirs["valid_loss"]) < 1e-4

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from essdsl.errors import EssdslError
 
 TIMEOUT_ENV = "ESSDSL_DIST_TIMEOUT"
+BATCHNORM_ENV = "ESSDSL_DIST_BATCHNORM"  # "global" (default: exact) or "local" (per-process statistics)
 DEFAULT_TIMEOUT_S = 300.0
 TORCHRUN_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -614,15 +615,42 @@ def sync_batchnorm(model: nn.Module) -> int:
     return replaced
 
 
+def batchnorm_mode(env=None) -> str:
+    """``global`` (the default): BatchNorm normalises with the whole batch's statistics
+    (:class:`SyncedBatchNorm`), so N processes equal one; ``local``: each process uses
+    its shard's statistics, as DDP does by default — no all-reduce per normalisation
+    and time step (the cost of ``global`` on a busy CPU), but the run then differs from
+    the one-process run, and the running statistics are averaged after each step."""
+    env = os.environ if env is None else env
+    mode = env.get(BATCHNORM_ENV, "global")
+    if mode not in ("global", "local"):
+        raise DistributedError(f"{BATCHNORM_ENV}={mode!r}: use 'global' (exact, the default) or 'local'")
+    return mode
+
+
 def prepare_replica(model: nn.Module, ctx: DistContext) -> nn.Module:
     """Everything a model needs before a data-parallel step: rank 0's parameters and
-    buffers on every process, global BatchNorm statistics, global-batch dropout masks.
-    Called at the start and again whenever the model is replaced (growth)."""
+    buffers on every process, global BatchNorm statistics (unless :func:`batchnorm_mode`
+    says local), global-batch dropout masks.  Called at the start and again whenever
+    the model is replaced (growth)."""
     if ctx.enabled:
         broadcast_state(ctx, model)
-        sync_batchnorm(model)
+        if batchnorm_mode() == "global":
+            sync_batchnorm(model)
         shard_dropout_masks(model, ctx)
     return model
+
+
+def average_buffers_(ctx: DistContext, model: nn.Module) -> None:
+    """Make the floating-point buffers (BatchNorm running statistics) the mean over the
+    processes, one all-reduce per dtype: needed only where each process normalised with
+    its own statistics (``local``), so that evaluation and checkpoints agree."""
+    if not ctx.enabled or batchnorm_mode() == "global":
+        return
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    for b, mean in zip(buffers, average_gradients(ctx, buffers, buffers)):
+        if mean is not None:
+            b.copy_(mean)
 
 
 # ----------------------------------------------------------------- stopping
@@ -709,7 +737,10 @@ __all__ = [
     "StopSignals",
     "SyncedBatchNorm",
     "TIMEOUT_ENV",
+    "BATCHNORM_ENV",
     "assert_replicas_equal",
+    "average_buffers_",
+    "batchnorm_mode",
     "average_gradients",
     "average_grads_",
     "barrier",

@@ -279,6 +279,7 @@ class Trainer:
             distributed.average_grads_(distributed.current(), self.weights.values())
             torch.nn.utils.clip_grad_norm_(list(self.weights.values()), self.cfg.clip)
             self.w_opt.step()
+            distributed.average_buffers_(distributed.current(), self.model)  # per-process BatchNorm statistics only
             for p in self.arch.values():
                 p.grad = None
             return value
