@@ -251,11 +251,11 @@ def _plan(kind: str, space: Space, task: Optional[str], resume: Optional[PathLik
             raise SettingError("data", "refusing to resume: {setting} {value} is not the data this run used ({used})", value=data, used=used)
         runs.refuse_changed_settings({**given, "synthetic_tokens": options.get("synthetic_tokens")}, runs.recorded_settings(run))
         recorded = run.get("options") or {}
-        device = device or recorded.get("device", "auto")
-        if device.startswith("cuda"):
+        if device is None:  # the run's own, unless this machine lacks it
+            device = recorded.get("device", "auto")
             import torch
 
-            if not torch.cuda.is_available():
+            if device.startswith("cuda") and not torch.cuda.is_available():
                 note(f"note: the run was started on {device}, which this machine lacks; continuing on the CPU "
                      "(the result can differ in the last digits)")  # fmt: skip
                 device = "cpu"

@@ -190,7 +190,9 @@ def write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict],
         if record and math.isfinite(record["valid_ppl"]):
             provenance["valid_ppl"] = round(float(record["valid_ppl"]), 3)
         text = genotype_text(space, choices, provenance, sizes=run["sizes"])  # checked at the run's sizes
-    except (DeriveError, SpaceError) as exc:
+    except SpaceError:
+        raise  # the genotype's check: its diagnostics are shown as such
+    except DeriveError as exc:
         raise RunError(f"cannot derive a genotype: {exc}") from None
     path = Path(out) if out is not None else Path(run_dir) / GENOTYPE
     atomic_write_text(path, text, inputs=[run["space"]["path"]])  # never over the searched space
