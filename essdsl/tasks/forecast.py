@@ -156,22 +156,15 @@ class ForecastTask:
         seed: int = 0,
         window: int = 12,
         horizon: int = 1,
-        target: Optional[Sequence[str]] = None,
-        columns: Optional[Sequence[str]] = None,
-        time_column: Optional[str] = None,
-        transform: str = "none",
-        steps: Optional[int] = None,
-        variables: Optional[int] = None,
-        **options,
+        dropouts: Optional[dict] = None,
+        **series_options,
     ) -> "ForecastTask":
-        """The task on CSV file ``data`` (None: the built-in Lorenz-96 from ``seed``)."""
-        series = load_series(data, seed, target, columns, time_column, transform, steps, variables)
-        settings = dict(
-            window=window, horizon=horizon, target=list(target) if target else None,
-            columns=list(columns) if columns else None, time_column=time_column, transform=transform,
-            steps=steps, variables=variables,
-        )  # fmt: skip
-        return cls(make_windows(series, window, horizon), data=data, settings=settings, **options)
+        """The task on CSV file ``data`` (None: the built-in Lorenz-96 from ``seed``);
+        ``series_options`` are :func:`load_series`'s (target, columns, transform, ...)."""
+        series = load_series(data, seed, **series_options)
+        settings = dict(window=window, horizon=horizon, **{k: v for k, v in series_options.items() if v is not None})
+        extra = {"dropouts": dict(dropouts)} if dropouts is not None else {}
+        return cls(make_windows(series, window, horizon), data=data, settings=settings, **extra)
 
     # -- what the run records and prints
     def describe(self) -> str:
