@@ -2,7 +2,8 @@
 
 Data (:mod:`essdsl.tasks.forecast_data`): a CSV file (``data``; ``target``,
 ``columns``, ``time_column``, ``transform="logdiff"``) or, with no data, the
-built-in Lorenz-96 series generated from the run's seed.  Samples are windows of
+built-in Lorenz-96 series generated from ``data_seed`` (default 0, *not* the run's
+seed: runs with different seeds see the same series).  Samples are windows of
 ``window`` steps; the target is every target series ``horizon`` steps after the
 window (LSTNet's convention), split 60/20/20 in time, normalised on train.
 
@@ -54,7 +55,7 @@ PRESETS = {
 
 def load_series(
     data: Optional[str] = None,
-    seed: int = 0,
+    data_seed: int = 0,
     target: Optional[Sequence[str]] = None,
     columns: Optional[Sequence[str]] = None,
     time_column: Optional[str] = None,
@@ -67,7 +68,7 @@ def load_series(
         raise EssdslError(f"unknown transform '{transform}' (one of: {', '.join(TRANSFORMS)})")
     if data is None:
         settings = {k: v for k, v in (("steps", steps), ("variables", variables)) if v is not None}
-        series = lorenz96(seed=seed, **settings)
+        series = lorenz96(seed=data_seed, **settings)
         if target:
             unknown = [t for t in target if t not in series.columns]
             if unknown:
@@ -159,9 +160,10 @@ class ForecastTask:
         dropouts: Optional[dict] = None,
         **series_options,
     ) -> "ForecastTask":
-        """The task on CSV file ``data`` (None: the built-in Lorenz-96 from ``seed``);
-        ``series_options`` are :func:`load_series`'s (target, columns, transform, ...)."""
-        series = load_series(data, seed, **series_options)
+        """The task on CSV file ``data`` (None: the built-in Lorenz-96); ``series_options``
+        are :func:`load_series`'s (target, columns, transform, data_seed, ...).  ``seed``
+        (the run's) does not change the data."""
+        series = load_series(data, **series_options)
         settings = dict(window=window, horizon=horizon, **{k: v for k, v in series_options.items() if v is not None})
         extra = {"dropouts": dict(dropouts)} if dropouts is not None else {}
         return cls(make_windows(series, window, horizon), data=data, settings=settings, **extra)
