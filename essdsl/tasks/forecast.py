@@ -158,11 +158,13 @@ class ForecastTask:
         window: int = 12,
         horizon: int = 1,
         dropouts: Optional[dict] = None,
+        bptt: Optional[int] = None,
         **series_options,
     ) -> "ForecastTask":
         """The task on CSV file ``data`` (None: the built-in Lorenz-96); ``series_options``
         are :func:`load_series`'s (target, columns, transform, data_seed, ...).  ``seed``
-        (the run's) does not change the data."""
+        (the run's) does not change the data; ``bptt`` (a run-wide setting of the
+        language model) means nothing here: a sample is one window."""
         series = load_series(data, **series_options)
         settings = dict(window=window, horizon=horizon, **{k: v for k, v in series_options.items() if v is not None})
         extra = {"dropouts": dict(dropouts)} if dropouts is not None else {}
@@ -194,14 +196,28 @@ class ForecastTask:
 
         return ModelConfig(search=search, **self.dropouts)
 
-    def build_model(self, graph, search: bool, seed: int) -> torch.nn.Module:
-        """The forecaster around ``graph``'s compiled cell (its weights drawn from ``seed``)."""
-        from essdsl.compile import build_cell
-        from essdsl.lang.graph import embedding_dim
+    def build(self, graph, search: bool, seed: int, source_text: Optional[str] = None):
+        """(model, manifest, cell config): the forecaster around ``graph``'s compiled cell,
+        its weights drawn from ``seed``; the manifest is the cell's (``essdsl-cell/1``,
+        whose ``arch`` entries the searcher reads) plus a ``head`` entry."""
+        from essdsl.compile import build_cell, build_manifest
 
         torch.manual_seed(seed)
-        cell = build_cell(graph, self.model_config(search), impl="generated")
-        return self.wrap_cell(cell, embedding_dim(graph), graph.width)
+        config = self.model_config(search)
+        cell = build_cell(graph, config, impl="generated")
+        manifest = build_manifest(graph, config, cell, source_text=source_text, target="cell")
+        model = self.wrap_cell(cell, manifest["input_size"], manifest["output_size"])
+        head = [p for n, p in model.named_parameters() if not n.startswith("rnn.")]
+        manifest["head"] = {
+            "task": self.name, "series": self.series_count, "targets": self.target_count,
+            "window": self.windows.window, "horizon": self.windows.horizon,
+            "parameters": sum(p.numel() for p in head),
+        }  # fmt: skip
+        return model, manifest, config
+
+    def build_model(self, graph, search: bool, seed: int) -> torch.nn.Module:
+        """The forecaster around ``graph``'s compiled cell (its weights drawn from ``seed``)."""
+        return self.build(graph, search, seed)[0]
 
     def wrap_cell(self, cell: torch.nn.Module, ninp: int, nhid: int) -> Forecaster:
         """The forecaster around any cell in the cell contract."""
