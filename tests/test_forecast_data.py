@@ -105,9 +105,9 @@ def test_csv_round_trip_and_one_bad_cell_is_found(tmp_path_factory, values, junk
 
 
 def test_lorenz96_is_seeded_and_matches_an_adaptive_integrator():
-    a, b = lorenz96(steps=50, seed=3), lorenz96(steps=50, seed=3)
+    a, b = lorenz96(steps=50, seed=3, spinup=100), lorenz96(steps=50, seed=3, spinup=100)
     np.testing.assert_array_equal(a.values, b.values)
-    assert not np.array_equal(a.values, lorenz96(steps=50, seed=4).values)
+    assert not np.array_equal(a.values, lorenz96(steps=50, seed=4, spinup=100).values)
     assert a.values.shape == (50, 8) and a.targets == list(range(8))
     noise = a.values - a.info["clean"]
     assert 0.05 < noise.std() < 0.2  # noise = 0.1

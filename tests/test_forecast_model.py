@@ -29,13 +29,13 @@ def test_forecaster_is_projection_cell_projection_at_the_last_step(kind):
 
 def test_forecaster_learns_lorenz96_better_than_persistence():
     torch.manual_seed(0)
-    w = make_windows(lorenz96(steps=500, variables=4, seed=0), window=8)
+    w = make_windows(lorenz96(steps=300, variables=4, seed=0, spinup=100), window=6)
     train = w.split("train")
     x = torch.tensor(train.inputs, dtype=torch.float32)
     y = torch.tensor(train.targets, dtype=torch.float32)
     model = Forecaster(TorchRecurrentCell("gru", 16, 16), series=4, targets=4, ninp=16, nhid=16)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(150):
+    for step in range(80):
         idx = torch.randint(0, len(x), (32,))
         opt.zero_grad()
         mse_loss(model, x[idx], y[idx]).backward()
