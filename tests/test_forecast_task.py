@@ -85,6 +85,8 @@ def test_task_settings_errors():
         ForecastTask.load(target=["x9"], steps=100)
     with pytest.raises(EssdslError, match="unknown transform"):
         ForecastTask.load(transform="sqrt", steps=100)
+    with pytest.raises(EssdslError, match="apply to a CSV file"):
+        ForecastTask.load(transform="logdiff", steps=100)
 
 
 def test_task_on_a_csv_with_targets_and_log_differences(tmp_path):
@@ -92,6 +94,6 @@ def test_task_on_a_csv_with_targets_and_log_differences(tmp_path):
     levels = np.exp(np.cumsum(0.01 + 0.02 * rng.standard_normal((80, 3)), axis=0))
     text = "time,a,b,c\n" + "".join(f"{t},{r[0]},{r[1]},{r[2]}\n" for t, r in enumerate(levels))
     (tmp_path / "m.csv").write_text(text)
-    task = ForecastTask.load(data=str(tmp_path / "m.csv"), target=["c"], transform="logdiff", window=4)
-    assert task.windows.series.steps == 79 and task.target_count == 1 and task.series_count == 3
-    np.testing.assert_allclose(task.windows.series.values[0, 2], 100 * np.log(levels[1, 2] / levels[0, 2]))
+    task = ForecastTask.load(data=str(tmp_path / "m.csv"), target="c", columns=" a,c ", transform="logdiff", window=4)
+    assert task.windows.series.steps == 79 and task.target_count == 1 and task.series_count == 2
+    np.testing.assert_allclose(task.windows.series.values[0, 1], 100 * np.log(levels[1, 2] / levels[0, 2]))
