@@ -9,9 +9,9 @@
 Per data set and seed:
 
 * every ``--space LABEL=PATH[:KEY=VALUE,...]`` is searched for ``--search-epochs``
-  (``KEY=VALUE`` pairs are extra search settings, e.g. a growth mode, passed to
-  :func:`essdsl.search` as they are), and its derived genotype is trained from
-  scratch for ``--train-epochs``;
+  (``KEY=VALUE`` pairs override the search's settings, e.g. ``epochs=6`` for a
+  growing space), and its derived genotype is trained from scratch for
+  ``--train-epochs``;
 * the ``lstm`` and ``gru`` genotypes (genotypes/*.space) are trained from scratch
   with the same budget (same epochs, batch, learning rate, sizes);
 * persistence and the validation-selected VAR(p) are computed on the same samples
@@ -21,8 +21,10 @@ Every model is scored on the test split with the forecast task's metrics (RMSE,
 MAE, RSE, CORR on the original scale).  The table gives the mean and the sample
 standard deviation over seeds, the trained model's parameter count (weights only,
 head included) and the wall-clock seconds of the search and of the training.
-Everything runs through the public API (``essdsl.search``/``train``/``evaluate``),
-as a user would.
+Each run is the library's trainer on the ``forecast`` task (checkpoints and
+metrics.jsonl in ``--runs``); a search's genotype is derived by ``essdsl.nas.derive``
+as ``essdsl search`` derives it; test metrics are those of the best epoch by
+validation RMSE.
 """
 
 from __future__ import annotations
@@ -72,32 +74,63 @@ def _number(text: str):
     return text
 
 
-def weight_count(task, genotype: Path, sizes: dict) -> int:
-    """Trainable weights of the forecaster around ``genotype`` (head included)."""
-    from essdsl.lang.check import load_graph
+def weight_count(model) -> int:
+    """Trainable weights of a model (head included; architecture weights excluded)."""
+    from essdsl.tasks.base import is_arch_parameter
 
-    model = task.build_model(load_graph(genotype, sizes=sizes), search=False, seed=0)
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for n, p in model.named_parameters() if not is_arch_parameter(n))
 
 
-def train_and_score(essdsl, genotype: Path, options: dict, settings: dict, out: Path) -> dict:
+def run_trainer(task, text: str, path: str, search: bool, settings: dict, run_dir: Path):
+    """Build the forecaster around the space or genotype ``text`` and run the trainer:
+    (trainer, model, manifest, seconds).  Checkpoints and metrics.jsonl go to ``run_dir``."""
+    from essdsl.lang.check import load_graph_text
+    from essdsl.nas.runconfig import RunConfig
+    from essdsl.nas.trainer import Trainer, write_metrics
+
+    sizes = {"ninp": settings["ninp"], "nhid": settings["nhid"]}
+    model, manifest, _ = task.build(load_graph_text(text, path, sizes), search, settings["seed"], text)
+    cfg = RunConfig(
+        search=search, epochs=settings["epochs"], batch_size=settings["batch_size"], eval_batch_size=256,
+        lr=settings["lr"], clip=settings["clip"], wd=settings["wd"], seed=settings["seed"],
+    )  # fmt: skip
     started = time.perf_counter()
-    run = essdsl.train(str(genotype), task="forecast", out=str(out), task_options=options, **settings)
-    train_s = time.perf_counter() - started
-    scores = essdsl.evaluate(run, split="test")
-    return {**{k: float(scores[k]) for k in METRICS}, "train_s": train_s}
+    trainer = Trainer(model=model, task=task, cfg=cfg, run_dir=run_dir, manifest=manifest)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer.run()
+    write_metrics(run_dir, trainer.history)
+    return trainer, model, manifest, time.perf_counter() - started
+
+
+def derive_genotype(space_text: str, space_path: str, manifest: dict, model, sizes: dict) -> str:
+    """The genotype the architecture weights of a searched ``model`` stand for."""
+    from essdsl.lang.parse import parse_space
+    from essdsl.nas.derive import derive_choices, genotype_text
+    from essdsl.tasks.base import arch_key, is_arch_parameter
+
+    arch = {arch_key(n): p.detach() for n, p in model.named_parameters() if is_arch_parameter(n)}
+    choices = derive_choices(manifest, arch)
+    return genotype_text(parse_space(space_text, space_path), choices, {"source": space_path}, sizes=sizes)
+
+
+def train_and_score(task, text: str, path: str, settings: dict, run_dir: Path) -> dict:
+    """Train a genotype from scratch; test metrics of its best epoch (by valid RMSE)."""
+    trainer, model, _, seconds = run_trainer(task, text, path, False, settings, run_dir)
+    if trainer.best_state is not None:
+        model.load_state_dict(trainer.best_state)
+    scores = task.evaluate(model, "test", 256)
+    return {**{k: float(scores[k]) for k in METRICS}, "train_s": seconds, "params": weight_count(model)}
 
 
 def run_study(args) -> dict:
     import torch
 
-    import essdsl
     from essdsl.tasks.forecast import ForecastTask
 
     torch.set_num_threads(args.threads)
     spaces = [parse_space(s) for s in args.space]
+    common = dict(batch_size=args.batch_size, lr=args.lr, clip=args.clip, wd=args.wd, ninp=args.ninp, nhid=args.nhid)
     sizes = {"ninp": args.ninp, "nhid": args.nhid}
-    common = dict(batch_size=args.batch_size, lr=args.lr, **sizes)
     results: dict = {"settings": vars(args).copy(), "datasets": {}}
     work = Path(args.runs or tempfile.mkdtemp(prefix="forecast-study-"))
     for name in args.datasets:
@@ -111,25 +144,22 @@ def run_study(args) -> dict:
         for label, row in task.baseline_rows("test").items():
             rows[label] = {"kind": "baseline", "params": row["params"], "seeds": {"-": {k: row[k] for k in METRICS}}}
         for seed in args.seeds:
+            train = dict(common, seed=seed, epochs=args.train_epochs)
             for label, genotype in BASELINE_GENOTYPES.items():
-                out = work / name / f"{label}-s{seed}"
-                score = train_and_score(essdsl, genotype, options, dict(common, seed=seed, epochs=args.train_epochs), out)
-                row = rows.setdefault(label, {"kind": "genotype", "params": weight_count(task, genotype, sizes), "seeds": {}})
-                row["seeds"][str(seed)] = score
+                score = train_and_score(task, genotype.read_text(), str(genotype), train, work / name / f"{label}-s{seed}")
+                rows.setdefault(label, {"kind": "genotype", "seeds": {}})["seeds"][str(seed)] = score
                 print(f"{name} seed {seed} {label}: test RMSE {score['rmse']:.4f} ({score['train_s']:.0f}s)", flush=True)
             for label, space, extra in spaces:
-                out = work / name / f"{label}-s{seed}"
-                started = time.perf_counter()
-                searched = essdsl.search(
-                    str(space), task="forecast", out=str(out / "search"), task_options=options, final_epochs=0,
-                    seed=seed, epochs=args.search_epochs, **common, **extra,
+                folder = work / name / f"{label}-s{seed}"
+                text = space.read_text()
+                _, model, manifest, search_s = run_trainer(
+                    task, text, str(space), True, dict(common, seed=seed, epochs=args.search_epochs, **extra), folder / "search"
                 )  # fmt: skip
-                search_s = time.perf_counter() - started
-                genotype = searched.genotype_path
-                score = train_and_score(essdsl, genotype, options, dict(common, seed=seed, epochs=args.train_epochs), out / "train")
-                score.update(search_s=search_s, params=weight_count(task, genotype, sizes), genotype=str(genotype))
-                row = rows.setdefault(f"search: {label}", {"kind": "searched", "space": str(space), "settings": extra, "seeds": {}})
-                row["seeds"][str(seed)] = score
+                genotype = derive_genotype(text, str(space), manifest, model, sizes)
+                (folder / "genotype.space").write_text(genotype)
+                score = train_and_score(task, genotype, str(folder / "genotype.space"), train, folder / "train")
+                score.update(search_s=search_s, genotype=genotype)
+                rows.setdefault(f"search: {label}", {"kind": "searched", "space": str(space), "settings": extra, "seeds": {}})["seeds"][str(seed)] = score
                 print(f"{name} seed {seed} {label}: test RMSE {score['rmse']:.4f} (search {search_s:.0f}s, train {score['train_s']:.0f}s)", flush=True)
         results["datasets"][name] = {"describe": task.describe(), "rows": rows}
     return results
@@ -159,7 +189,7 @@ def markdown(results: dict) -> str:
                 return f"{m:.{digits}f}" if row["kind"] == "baseline" else f"{m:.{digits}f} ± {sd:.{digits}f}"
 
             param_text = f"{min(params):,}" if min(params) == max(params) else f"{min(params):,}–{max(params):,}"
-            times = [f"{timing[k][0]:.0f}" if timing[k] else "–" for k in ("search_s", "train_s")]
+            times = [f"{timing[k][0]:.1f}" if timing[k] else "–" for k in ("search_s", "train_s")]
             table.append((stats["rmse"][0], f"| {label} | {show('rmse')} | {show('mae')} | {show('rse')} | {show('corr')} | {param_text} | {times[0]} | {times[1]} |"))
         lines += [text for _, text in sorted(table, key=lambda t: (math.isnan(t[0]), t[0]))]
         lines.append("")
@@ -174,6 +204,8 @@ def main(argv=None) -> None:
     parser.add_argument("--train-epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1.0)
+    parser.add_argument("--clip", type=float, default=0.25)
+    parser.add_argument("--wd", type=float, default=1e-6)
     parser.add_argument("--ninp", type=int, default=16)
     parser.add_argument("--nhid", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)

@@ -44,5 +44,5 @@ def test_markdown_table_gives_mean_and_sample_std_sorted_by_rmse(study):
     lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [line.split("|")[1].strip() for line in lines] == ["search: fixed", "persistence", "lstm"]
     assert "| 2.000 ± 1.414 |" in lines[2]  # mean of 1 and 3, sample std sqrt(2)
-    assert "| 0.600 ± 0.141 |" in lines[0] and "| 50–60 | 11 | 1 |" in lines[0]
+    assert "| 0.600 ± 0.141 |" in lines[0] and "| 50–60 | 11.0 | 1.0 |" in lines[0]
     assert lines[1].startswith("| persistence | 2.000 | 1.000 |") and lines[1].endswith("| 0 | – | – |")

@@ -24,8 +24,8 @@ def test_task_follows_the_protocol_and_describes_its_data(task):
     assert "lorenz96: 300 steps x 4 series" in task.describe()
     fp = task.fingerprint()
     # the run's seed does not change the data; the data seed does
-    assert fp["sha256"] == ForecastTask.load(seed=7, data_seed=1, steps=300, variables=4, window=6).fingerprint()["sha256"]
-    assert fp["sha256"] != ForecastTask.load(data_seed=2, steps=300, variables=4, window=6).fingerprint()["sha256"]
+    assert fp["hash"] == ForecastTask.load(seed=7, data_seed=1, steps=300, variables=4, window=6).fingerprint()["hash"]
+    assert fp["hash"] != ForecastTask.load(data_seed=2, steps=300, variables=4, window=6).fingerprint()["hash"]
 
 
 def test_train_stream_is_one_shuffled_epoch_and_resumes_exactly(task):

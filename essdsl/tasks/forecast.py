@@ -201,7 +201,7 @@ class ForecastTask:
         return {
             "name": s.name, "source": s.source, "steps": s.steps, "series": list(s.columns),
             "targets": s.target_names, "window": self.windows.window, "horizon": self.windows.horizon,
-            "sha256": s.digest(),
+            "hash": s.digest(),
         }  # fmt: skip
 
     # -- the model
