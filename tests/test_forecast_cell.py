@@ -11,8 +11,11 @@ from essdsl.lang.check import load_graph
 from essdsl.tasks.base import is_arch_parameter
 from essdsl.tasks.forecast import ForecastTask
 from essdsl.tasks.forecast_model import TorchRecurrentCell
+from forecast_helpers import one_thread  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,9 @@ from essdsl.tasks.forecast_baselines import persistence
 from essdsl.tasks.forecast_data import lorenz96, make_windows
 from essdsl.tasks.forecast_metrics import rmse
 from essdsl.tasks.forecast_model import Forecaster, TorchRecurrentCell, mse_loss
+from forecast_helpers import one_thread  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
