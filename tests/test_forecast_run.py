@@ -72,3 +72,35 @@ def test_search_resumes_to_the_same_result_and_its_genotype_trains(tmp_path):
     trained = Trainer(model=final, task=task, cfg=cfg, run_dir=tmp_path / "final", manifest={})
     history = trained.run()
     assert history[-1]["valid_rmse"] > 0 and (tmp_path / "final" / "checkpoint.pt").exists()
+
+
+def essdsl_cli(*args, timeout=300):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "ESSDSL_COMPILE": "0"}
+    return subprocess.run([sys.executable, "-m", "essdsl", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_cli_search_forecast_with_no_data_ends_with_a_table_against_the_baselines(tmp_path):
+    small = ["--task-option", "steps=200", "--task-option", "variables=4", "--ninp", "8", "--nhid", "8", "--threads", "1"]
+    proc = essdsl_cli("search", "spaces/two_input_rnn.space", "--task", "forecast", *small, "--max-steps", "4",
+                      "--final-epochs", "1", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.lstrip().startswith(("#", "genotype")) and "h[t] = highway(tanh, " in proc.stdout
+    err = proc.stderr
+    assert "(persistence RMSE" in err and "model (test)" in err and "VAR(" in err and "trained genotype" in err
+    assert (tmp_path / "run" / "metrics.jsonl").exists() and (tmp_path / "run" / "final" / "model.pt").exists()
+    proc = essdsl_cli("eval", str(tmp_path / "run" / "final"), "--split", "test")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("test rmse ") and "samples)" in proc.stdout
+
+
+def test_cli_rejects_a_bad_csv_at_its_line_and_writes_nothing(tmp_path):
+    (tmp_path / "bad.csv").write_text("time,a,b\n1,1,2\n2,3,\n")
+    proc = essdsl_cli("train", "genotypes/gru.space", "--task", "forecast", "--task-option", f"data={tmp_path / 'bad.csv'}",
+                      "--epochs", "1", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"{tmp_path / 'bad.csv'}:3: error: missing value in column 'b'"
+    assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ import typer
 
 from essdsl import api
 from essdsl.api import Observer, Run
-from essdsl.cli import app
+from essdsl.cli import app, task_report
 from essdsl.nas.runconfig import Interrupted
 from essdsl.options import check_options
 from essdsl.tasks import options_help
@@ -139,17 +139,29 @@ class _Progress(Observer):
         )
 
     def epoch(self, record: dict, task) -> None:
+        if not task_report.is_language_model(task):
+            self.console.print(task_report.epoch_line(record, task, _epoch_span(record)), markup=False, highlight=False)
+            return
         self.console.print(_epoch_line(record, task.corpus), markup=False, highlight=False)
 
     def searched(self, run: Run, record: Optional[dict], genotype) -> None:
         self.searched_run = run
         self.message(f"genotype written to {genotype.path} ({time.time() - self.started:.0f}s)")
+        if not task_report.is_language_model(run.task):
+            task_report.finish_message(run.task, record, self.console, what="supernet")
+            task_report.report_health(record, run.task, self.console)
+            typer.echo(genotype.text)
+            return
         _finish_message(run.task.corpus, record, self.console, what="supernet")
         _report_health(record, self.console)
         typer.echo(genotype.text)
 
     def trained(self, run: Run) -> None:
         self.message(f"model written to {run.checkpoint}")
+        if not task_report.is_language_model(run.task):
+            task_report.finish_message(run.task, run.last, self.console)
+            task_report.comparison(run, run.task, self.console, "trained genotype")
+            return
         _finish_message(run.task.corpus, run.last, self.console)
 
 
@@ -300,6 +312,8 @@ def search(
         folder = progress.searched_run.folder if progress.searched_run is not None else exc.checkpoint.parent
         _interrupted(exc, f"essdsl search {_quote(space_or_artifact)} --resume {_quote(folder)}")
     final, record = run.final, run.last
+    if not task_report.is_language_model(run.task):
+        return  # the final training printed its table against the baselines
     if final is not None and final.metrics and record is not None:
         epochs_trained = run.manifest["options"].get("final_epochs") or len(final.metrics)
         _final_summary(run.task.corpus, record, final.metrics[-1], epochs_trained, progress.console)
@@ -376,6 +390,9 @@ def evaluate(
     check_options(locals())
     result = api.evaluate(checkpoint, split, task=task, device=device, batch_size=batch_size, bptt=bptt,
                           task_options=_task_options(task, task_option), data=data)  # fmt: skip
+    if "ppl" not in result:  # another task than language modelling
+        typer.echo(task_report.eval_line(result, split))
+        return
     line = f"{split} ppl {result['ppl']:.2f}  (loss {result['loss']:.4f} nats/token, {result['size']:,} tokens)"
     if result["data"].get("floor_ppl") is not None:
         line += f"  unigram {result['data']['unigram_ppl']:.2f}  floor {result['data']['floor_ppl']:.2f}"

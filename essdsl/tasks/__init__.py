@@ -165,6 +165,7 @@ register(
     "forecast",
     "essdsl.tasks.forecast:ForecastTask.load",
     "multivariate time-series forecasting (built-in Lorenz-96 series, or a CSV file)",
+    defaults="essdsl.tasks.forecast:defaults",
     options=(
         TaskOption("data", str, None, "CSV file: a header line, one row per step, oldest first; default: the built-in Lorenz-96 series"),
         TaskOption("target", str, None, "comma-separated series to forecast (default: every series)"),

@@ -298,6 +298,15 @@ class ForecastTask:
         (and ``params``), for the table a run ends with."""
         return baseline_table(self.windows, split)
 
+    def split_size(self, split: str) -> int:
+        """Samples in ``split`` (what ``essdsl eval`` reports as its size)."""
+        return len(self.windows.split(split))
+
+    def comparison(self, model_rows: dict[str, dict], split: str = "test") -> str:
+        """The table a run ends with: ``model_rows`` (name -> metrics, params) next to
+        persistence and the VAR on ``split``."""
+        return comparison_table(model_rows, self.baseline_rows(split), split)
+
     def chance_loss(self) -> float:
         """The validation loss of forecasting the training mean (0 after normalisation)."""
         return float(np.mean(self.windows.split("valid").targets ** 2))

@@ -62,7 +62,7 @@ class SeriesDataError(DataError):
         self.line = line
         self.detail = message
         where = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{where}: error: {message}")
+        super().__init__(f"{where}: error: {message}", located=True)
 
 
 @dataclass
