@@ -3,15 +3,15 @@
     python bench/forecast_study.py [--datasets lorenz96 macrodata] [--seeds 0 1 2]
         [--search-epochs 3] [--train-epochs 15] [--ninp 16] [--nhid 32]
         [--space fixed=spaces/two_input_rnn.space]
-        [--space grow-then-prune=spaces/two_input_rnn_grow.space:grow_mode=then_prune]
+        [--space grow=spaces/two_input_rnn_grow.space --space grow-interleaved=spaces/two_input_rnn_grow.space:mode=interleaved]
         [--out bench/forecast_study.json] [--runs DIR]
 
 Per data set and seed:
 
 * every ``--space LABEL=PATH[:KEY=VALUE,...]`` is searched for ``--search-epochs``
-  (``KEY=VALUE`` pairs override the search's settings, e.g. ``epochs=6`` for a
-  growing space), and its derived genotype is trained from scratch for
-  ``--train-epochs``;
+  (``KEY=VALUE`` pairs override the search's settings, e.g. ``epochs=6``;
+  ``mode=interleaved`` rewrites a ``grow`` block's mode in a copy of the space),
+  and its derived genotype is trained from scratch for ``--train-epochs``;
 * the ``lstm`` and ``gru`` genotypes (genotypes/*.space) are trained from scratch
   with the same budget (same epochs, batch, learning rate, sizes);
 * persistence and the validation-selected VAR(p) are computed on the same samples
@@ -21,10 +21,10 @@ Every model is scored on the test split with the forecast task's metrics (RMSE,
 MAE, RSE, CORR on the original scale).  The table gives the mean and the sample
 standard deviation over seeds, the trained model's parameter count (weights only,
 head included) and the wall-clock seconds of the search and of the training.
-Each run is the library's trainer on the ``forecast`` task (checkpoints and
-metrics.jsonl in ``--runs``); a search's genotype is derived by ``essdsl.nas.derive``
-as ``essdsl search`` derives it; test metrics are those of the best epoch by
-validation RMSE.
+Every run goes through the public API as ``essdsl search``/``train``/``eval``
+do (run folders with checkpoints and metrics.jsonl in ``--runs``), so a space with
+a ``grow`` block grows as it does on the command line; test metrics are those of
+the best epoch by validation RMSE.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 import tempfile
@@ -74,63 +75,50 @@ def _number(text: str):
     return text
 
 
-def weight_count(model) -> int:
-    """Trainable weights of a model (head included; architecture weights excluded)."""
-    from essdsl.tasks.base import is_arch_parameter
+def space_variant(path: Path, extra: dict, folder: Path) -> tuple[Path, dict]:
+    """``mode=...`` rewrites the space's ``grow`` block's mode (then_prune, interleaved)
+    into a copy in ``folder``; the other settings are the search's."""
+    extra = dict(extra)
+    mode = extra.pop("mode", None)
+    if mode is None:
+        return path, extra
+    text, count = re.subn(r"(?m)^(\s*mode\s+)\w+", lambda m: m.group(1) + str(mode), path.read_text())
+    if count != 1:
+        raise SystemExit(f"{path}: mode={mode} needs exactly one 'mode' line (a grow block), found {count}")
+    folder.mkdir(parents=True, exist_ok=True)
+    variant = folder / f"{path.stem}_{mode}.space"
+    variant.write_text(text)
+    return variant, extra
 
-    return sum(p.numel() for n, p in model.named_parameters() if not is_arch_parameter(n))
+
+def weight_count(task, genotype: Path, sizes: dict) -> int:
+    """Trainable weights of the forecaster around ``genotype`` (head included)."""
+    from essdsl.lang.check import load_graph
+
+    model = task.build_model(load_graph(genotype, sizes=sizes), search=False, seed=0)
+    return sum(p.numel() for p in model.parameters())
 
 
-def run_trainer(task, text: str, path: str, search: bool, settings: dict, run_dir: Path):
-    """Build the forecaster around the space or genotype ``text`` and run the trainer:
-    (trainer, model, manifest, seconds).  Checkpoints and metrics.jsonl go to ``run_dir``."""
-    from essdsl.lang.check import load_graph_text
-    from essdsl.nas.runconfig import RunConfig
-    from essdsl.nas.trainer import Trainer, write_metrics
-
-    sizes = {"ninp": settings["ninp"], "nhid": settings["nhid"]}
-    model, manifest, _ = task.build(load_graph_text(text, path, sizes), search, settings["seed"], text)
-    cfg = RunConfig(
-        search=search, epochs=settings["epochs"], batch_size=settings["batch_size"], eval_batch_size=256,
-        lr=settings["lr"], clip=settings["clip"], wd=settings["wd"], seed=settings["seed"],
-    )  # fmt: skip
+def train_and_score(essdsl, task, genotype: Path, options: dict, settings: dict, out: Path, sizes: dict) -> dict:
+    """Train a genotype from scratch (``essdsl train``); test metrics of its best epoch
+    by validation RMSE (``essdsl eval --split test``)."""
     started = time.perf_counter()
-    trainer = Trainer(model=model, task=task, cfg=cfg, run_dir=run_dir, manifest=manifest)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer.run()
-    write_metrics(run_dir, trainer.history)
-    return trainer, model, manifest, time.perf_counter() - started
-
-
-def derive_genotype(space_text: str, space_path: str, manifest: dict, model, sizes: dict) -> str:
-    """The genotype the architecture weights of a searched ``model`` stand for."""
-    from essdsl.lang.parse import parse_space
-    from essdsl.nas.derive import derive_choices, genotype_text
-    from essdsl.tasks.base import arch_key, is_arch_parameter
-
-    arch = {arch_key(n): p.detach() for n, p in model.named_parameters() if is_arch_parameter(n)}
-    choices = derive_choices(manifest, arch)
-    return genotype_text(parse_space(space_text, space_path), choices, {"source": space_path}, sizes=sizes)
-
-
-def train_and_score(task, text: str, path: str, settings: dict, run_dir: Path) -> dict:
-    """Train a genotype from scratch; test metrics of its best epoch (by valid RMSE)."""
-    trainer, model, _, seconds = run_trainer(task, text, path, False, settings, run_dir)
-    if trainer.best_state is not None:
-        model.load_state_dict(trainer.best_state)
-    scores = task.evaluate(model, "test", 256)
-    return {**{k: float(scores[k]) for k in METRICS}, "train_s": seconds, "params": weight_count(model)}
+    run = essdsl.train(str(genotype), "forecast", out=str(out), task_options=options, **settings)
+    seconds = time.perf_counter() - started
+    scores = essdsl.evaluate(run, split="test")
+    return {**{k: float(scores[k]) for k in METRICS}, "train_s": seconds, "params": weight_count(task, genotype, sizes)}
 
 
 def run_study(args) -> dict:
     import torch
 
+    from essdsl import api as essdsl
     from essdsl.tasks.forecast import ForecastTask
 
     torch.set_num_threads(args.threads)
     spaces = [parse_space(s) for s in args.space]
-    common = dict(batch_size=args.batch_size, lr=args.lr, clip=args.clip, wd=args.wd, ninp=args.ninp, nhid=args.nhid)
     sizes = {"ninp": args.ninp, "nhid": args.nhid}
+    common = dict(batch_size=args.batch_size, lr=args.lr, clip=args.clip, wd=args.wd, **sizes)
     results: dict = {"settings": vars(args).copy(), "datasets": {}}
     work = Path(args.runs or tempfile.mkdtemp(prefix="forecast-study-"))
     for name in args.datasets:
@@ -144,22 +132,24 @@ def run_study(args) -> dict:
         for label, row in task.baseline_rows("test").items():
             rows[label] = {"kind": "baseline", "params": row["params"], "seeds": {"-": {k: row[k] for k in METRICS}}}
         for seed in args.seeds:
-            train = dict(common, seed=seed, epochs=args.train_epochs)
+            train = dict(common, seed=seed, epochs=args.train_epochs, threads=args.threads)
             for label, genotype in BASELINE_GENOTYPES.items():
-                score = train_and_score(task, genotype.read_text(), str(genotype), train, work / name / f"{label}-s{seed}")
+                score = train_and_score(essdsl, task, genotype, options, train, work / name / f"{label}-s{seed}", sizes)
                 rows.setdefault(label, {"kind": "genotype", "seeds": {}})["seeds"][str(seed)] = score
                 print(f"{name} seed {seed} {label}: test RMSE {score['rmse']:.4f} ({score['train_s']:.0f}s)", flush=True)
             for label, space, extra in spaces:
                 folder = work / name / f"{label}-s{seed}"
-                text = space.read_text()
-                _, model, manifest, search_s = run_trainer(
-                    task, text, str(space), True, dict(common, seed=seed, epochs=args.search_epochs, **extra), folder / "search"
-                )  # fmt: skip
-                genotype = derive_genotype(text, str(space), manifest, model, sizes)
-                (folder / "genotype.space").write_text(genotype)
-                score = train_and_score(task, genotype, str(folder / "genotype.space"), train, folder / "train")
-                score.update(search_s=search_s, genotype=genotype)
-                rows.setdefault(f"search: {label}", {"kind": "searched", "space": str(space), "settings": extra, "seeds": {}})["seeds"][str(seed)] = score
+                searched_space, search_settings = space_variant(space, extra, folder)
+                settings = {**common, "seed": seed, "epochs": args.search_epochs, "threads": args.threads, **search_settings}
+                started = time.perf_counter()
+                searched = essdsl.search(str(searched_space), "forecast", out=str(folder / "search"), task_options=options,
+                                         final_epochs=0, **settings)  # fmt: skip
+                search_s = time.perf_counter() - started
+                genotype = searched.genotype_path
+                score = train_and_score(essdsl, task, genotype, options, train, folder / "train", sizes)
+                score.update(search_s=search_s, genotype=genotype.read_text())
+                row = rows.setdefault(f"search: {label}", {"kind": "searched", "space": str(space), "settings": extra, "seeds": {}})
+                row["seeds"][str(seed)] = score
                 print(f"{name} seed {seed} {label}: test RMSE {score['rmse']:.4f} (search {search_s:.0f}s, train {score['train_s']:.0f}s)", flush=True)
         results["datasets"][name] = {"describe": task.describe(), "rows": rows}
     return results

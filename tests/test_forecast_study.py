@@ -46,3 +46,15 @@ def test_markdown_table_gives_mean_and_sample_std_sorted_by_rmse(study):
     assert "| 2.000 ± 1.414 |" in lines[2]  # mean of 1 and 3, sample std sqrt(2)
     assert "| 0.600 ± 0.141 |" in lines[0] and "| 50–60 | 11.0 | 1.0 |" in lines[0]
     assert lines[1].startswith("| persistence | 2.000 | 1.000 |") and lines[1].endswith("| 0 | – | – |")
+
+
+def test_mode_setting_rewrites_the_grow_block_in_a_copy(study, tmp_path):
+    space = tmp_path / "g.space"
+    space.write_text("space g\ncell {\n  grow s {\n    start 2\n    mode then_prune\n  }\n}\n")
+    variant, rest = study.space_variant(space, {"mode": "interleaved", "epochs": 4}, tmp_path / "out")
+    assert rest == {"epochs": 4} and "    mode interleaved\n" in variant.read_text()
+    assert "mode then_prune" in space.read_text()  # the original is untouched
+    assert study.space_variant(space, {"epochs": 4}, tmp_path / "out") == (space, {"epochs": 4})
+    (tmp_path / "f.space").write_text("space f\ncell {\n}\n")
+    with pytest.raises(SystemExit, match="needs exactly one 'mode' line"):
+        study.space_variant(tmp_path / "f.space", {"mode": "interleaved"}, tmp_path / "out")
