@@ -350,11 +350,11 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
         raise RunError(f"{plan.space.path} still has choices; derive a genotype first (essdsl search / essdsl derive)")
     task = tasks.create(plan.task_name, cfg.seed, plan.task_options, bptt=cfg.bptt, dropouts=plan.dropouts)
     graph, model, model_manifest, model_cfg = _build(plan.space, task, plan.sizes, cfg, plan.space.path)
-    params = dict(model.named_parameters())
-    arch_start = {n: params[n].detach().clone() for n in model_manifest.get("arch", {})}  # where the search starts (seeded)
+    arch_start = {n: p.detach().clone() for n, p in _arch_tensors(model, model_manifest).items()}  # where the search starts (seeded)
     key = execution.compile_key(plan.space.sha256, model_cfg, cfg, dev)
     compiled = execution.apply_compile_policy(model, plan.compile, plan.restored_compile, dev, cfg, task, key, observer.note)
-    problems = corpus_problems(task.corpus, run_batches(cfg))  # before anything is written
+    # a text corpus too short for the batch size (the LM's check; other tasks check their data when they load it)
+    problems = corpus_problems(task.corpus, run_batches(cfg)) if hasattr(task, "corpus") else []  # before anything is written
     if problems:
         raise DataError("\n".join(problems), located=True)
     checkpoint_name = runs.SEARCH_CHECKPOINT if search else runs.TRAIN_CHECKPOINT
@@ -385,7 +385,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
         describe_arch=(lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest))) if search else None,
         run_info={"kind": plan.kind, "task": plan.task_name, "space_text": plan.space.text, "space_path": plan.space.path,
                   "sizes": plan.sizes, "model_config": model_cfg.to_dict(), "data": plan.task_options.get("data"),
-                  "synthetic_tokens": plan.task_options.get("synthetic_tokens")},
+                  "synthetic_tokens": plan.task_options.get("synthetic_tokens"), "task_options": plan.task_options},
     )  # fmt: skip
     if plan.run is not None:
         trainer.resume()
@@ -431,7 +431,11 @@ def _train(trainer, task, story: str, observer: Observer) -> None:
 
 
 def _arch_tensors(model, manifest: dict) -> dict:
-    params = dict(model.named_parameters())
+    """The manifest's architecture tensors by their manifest names (``arch.s1_ops``), also
+    where a task's head holds the cell under a prefix (the forecaster: ``rnn.arch.s1_ops``)."""
+    from essdsl.tasks.base import arch_key, is_arch_parameter
+
+    params = {arch_key(n): p for n, p in model.named_parameters() if is_arch_parameter(n)}
     return {name: params[name] for name in manifest.get("arch", {})}
 
 
@@ -481,7 +485,11 @@ def _train_final(run: Run, plan: _Plan, genotype: Path, observer: Observer) -> N
     if resuming and len(runs.read_metrics(final_dir)) >= plan.final_epochs:
         return  # already trained by an earlier (resumed) run
     cfg = plan.cfg
-    settings = dict(FINAL_TRAINING, epochs=plan.final_epochs, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+    from essdsl import tasks
+
+    # the task's own training recipe where it has one (the LM's is FINAL_TRAINING)
+    recipe = {k: v for k, v in tasks.defaults(plan.task_name, "train", plan.task_options).items() if k in FINAL_TRAINING}
+    settings = dict({**FINAL_TRAINING, **recipe}, epochs=plan.final_epochs, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                     bptt=cfg.bptt, seed=cfg.seed, **plan.sizes)  # fmt: skip
     requested = plan.compile if plan.compile is not None else (plan.run or {}).get("options", {}).get("compile_requested")
     if resuming:  # how it runs comes from its own manifest, as it was started
@@ -551,19 +559,24 @@ def evaluate(run_or_checkpoint: Union[PathLike, Run], split: str = "valid", *, t
     except (KeyError, TypeError):
         raise RunError(f"{path} lacks the model description (space, sizes); it was not written by essdsl train/search") from None
     task_name = runs.recorded_task({"task": described.get("task", "lm")}, task, "evaluate")
-    chosen = dict(task_options or {})
+    # the run's own task options (window, targets, ...) unless asked otherwise
+    chosen = dict(described.get("task_options") or {}) if task in (None, described.get("task", "lm")) else {}
+    chosen.update(task_options or {})
     chosen.update({k: v for k, v in options.items() if v is not None})
     if chosen.get("data") is None:
         chosen["data"] = described.get("data")
         chosen.setdefault("synthetic_tokens", described.get("synthetic_tokens"))
+    accepted = {o.name for o in tasks.get(task_name).options}
+    chosen = {k: v for k, v in chosen.items() if k in accepted}
     seed = int(state.get("config", {}).get("seed", 0))
     dropouts = {k: v for k, v in model_cfg.items() if k.startswith("dropout")}
     task_impl = tasks.create(task_name, seed, chosen, bptt=bptt, dropouts=dropouts)
-    problems = corpus_problems(task_impl.corpus, [(split, batch_size)])
+    corpus = getattr(task_impl, "corpus", None)  # the LM's text; other tasks check their data when they load it
+    problems = corpus_problems(corpus, [(split, batch_size)]) if corpus is not None else []
     if problems:
         raise DataError("\n".join(problems), located=True)
-    if task_impl.corpus.vocab != model_cfg["vocab"]:
-        raise RunError(f"the data has a vocabulary of {task_impl.corpus.vocab} words but the model was trained with {model_cfg['vocab']}")
+    if corpus is not None and corpus.vocab != model_cfg["vocab"]:
+        raise RunError(f"the data has a vocabulary of {corpus.vocab} words but the model was trained with {model_cfg['vocab']}")
     from essdsl.lang.check import load_graph_text
 
     model = task_impl.build_model(load_graph_text(text, space_path, sizes), bool(model_cfg.get("search", False)), seed)
@@ -575,7 +588,8 @@ def evaluate(run_or_checkpoint: Union[PathLike, Run], split: str = "valid", *, t
     metrics = task_impl.evaluate(model, split, batch_size)
     data = task_impl.fingerprint()
     data.pop("hash", None)
-    return {**metrics, "split": split, "size": len(task_impl.corpus.split(split)), "data": data}
+    size = len(corpus.split(split)) if corpus is not None else getattr(task_impl, "split_size", lambda _: None)(split)
+    return {**metrics, "split": split, "size": size, "data": data}
 
 
 def compare(run_dirs: list) -> dict:

@@ -21,7 +21,7 @@ import typer
 
 from essdsl import api
 from essdsl.api import Observer, Run
-from essdsl.cli import app
+from essdsl.cli import app, task_report
 from essdsl.nas.runconfig import Interrupted
 from essdsl.options import check_options
 from essdsl.tasks import options_help
@@ -139,17 +139,29 @@ class _Progress(Observer):
         )
 
     def epoch(self, record: dict, task) -> None:
+        if not task_report.is_language_model(task):
+            self.console.print(task_report.epoch_line(record, task, _epoch_span(record)), markup=False, highlight=False)
+            return
         self.console.print(_epoch_line(record, task.corpus), markup=False, highlight=False)
 
     def searched(self, run: Run, record: Optional[dict], genotype) -> None:
         self.searched_run = run
         self.message(f"genotype written to {genotype.path} ({time.time() - self.started:.0f}s)")
+        if not task_report.is_language_model(run.task):
+            task_report.finish_message(run.task, record, self.console, what="supernet")
+            task_report.report_health(record, run.task, self.console)
+            typer.echo(genotype.text)
+            return
         _finish_message(run.task.corpus, record, self.console, what="supernet")
         _report_health(record, self.console)
         typer.echo(genotype.text)
 
     def trained(self, run: Run) -> None:
         self.message(f"model written to {run.checkpoint}")
+        if not task_report.is_language_model(run.task):
+            task_report.finish_message(run.task, run.last, self.console)
+            task_report.comparison(run, run.task, self.console, "trained genotype")
+            return
         _finish_message(run.task.corpus, run.last, self.console)
 
 
@@ -258,7 +270,7 @@ def search(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (default 50 with --data, 3 on the synthetic corpus)"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many training steps in total (default: no limit)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training batch size (default 256 with --data, 32 on the synthetic corpus)"),
-    eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="batch size of the validation pass"),
+    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="batch size of the validation pass (default: the task's, 10 for lm)"),
     bptt: Optional[int] = typer.Option(None, "--bptt", help="mean BPTT length (default 35 with --data, 20 on the synthetic corpus)"),
     order: str = typer.Option("first", "--order", help="architecture gradient: 'first' (at the current weights) or 'second' (one unrolled step, finite-difference Hessian)"),
     seed: int = typer.Option(0, "--seed", help="random seed (also seeds the synthetic corpus)"),
@@ -267,9 +279,9 @@ def search(
     synthetic_tokens: Optional[int] = typer.Option(None, "--synthetic-tokens", help="training tokens of the built-in corpus when --data is omitted (default 60000)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/<space-name>-<timestamp>)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder from its last checkpoint"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the model weights (default 20)"),
-    wd: float = typer.Option(5e-7, "--wd", help="weight decay of the model weights"),
-    clip: float = typer.Option(0.25, "--clip", help="gradient-norm clip of the model weights"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate of the model weights (default: the task's, 20 for lm)"),
+    wd: Optional[float] = typer.Option(None, "--wd", help="weight decay of the model weights (default: the task's, 5e-7 for lm)"),
+    clip: Optional[float] = typer.Option(None, "--clip", help="gradient-norm clip of the model weights (default: the task's, 0.25 for lm)"),
     arch_lr: float = typer.Option(3e-3, "--arch-lr", help="Adam learning rate of the architecture weights"),
     arch_wd: float = typer.Option(1e-3, "--arch-wd", help="Adam weight decay of the architecture weights"),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="output dropout (default 0.75 with --data, 0.1 synthetic)"),
@@ -300,6 +312,8 @@ def search(
         folder = progress.searched_run.folder if progress.searched_run is not None else exc.checkpoint.parent
         _interrupted(exc, f"essdsl search {_quote(space_or_artifact)} --resume {_quote(folder)}")
     final, record = run.final, run.last
+    if not task_report.is_language_model(run.task):
+        return  # the final training printed its table against the baselines
     if final is not None and final.metrics and record is not None:
         epochs_trained = run.manifest["options"].get("final_epochs") or len(final.metrics)
         _final_summary(run.task.corpus, record, final.metrics[-1], epochs_trained, progress.console)
@@ -328,11 +342,11 @@ def train(
     nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 850 with --data, 32 synthetic)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (default 300 with --data, 8 synthetic)"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many steps in total"),
-    lr: float = typer.Option(20.0, "--lr", help="SGD learning rate"),
-    wd: float = typer.Option(8e-7, "--wd", help="weight decay"),
-    clip: float = typer.Option(0.25, "--clip", help="gradient-norm clip"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate (default: the task's, 20 for lm)"),
+    wd: Optional[float] = typer.Option(None, "--wd", help="weight decay (default: the task's, 8e-7 for lm)"),
+    clip: Optional[float] = typer.Option(None, "--clip", help="gradient-norm clip (default: the task's, 0.25 for lm)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch size (default 64 with --data, 32 synthetic)"),
-    eval_batch_size: int = typer.Option(10, "--eval-batch-size", help="batch size of the validation pass"),
+    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="batch size of the validation pass (default: the task's, 10 for lm)"),
     bptt: Optional[int] = typer.Option(None, "--bptt", help="mean BPTT length (default 35 with --data, 20 synthetic)"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
@@ -376,6 +390,9 @@ def evaluate(
     check_options(locals())
     result = api.evaluate(checkpoint, split, task=task, device=device, batch_size=batch_size, bptt=bptt,
                           task_options=_task_options(task, task_option), data=data)  # fmt: skip
+    if "ppl" not in result:  # another task than language modelling
+        typer.echo(task_report.eval_line(result, split))
+        return
     line = f"{split} ppl {result['ppl']:.2f}  (loss {result['loss']:.4f} nats/token, {result['size']:,} tokens)"
     if result["data"].get("floor_ppl") is not None:
         line += f"  unigram {result['data']['unigram_ppl']:.2f}  floor {result['data']['floor_ppl']:.2f}"

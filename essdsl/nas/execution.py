@@ -69,6 +69,8 @@ def apply_compile_policy(model, requested: Optional[bool], restored: Optional[bo
         chosen, reason = restored, f"{'compiling the time step' if restored else 'running eagerly'}, as the run was started (--compile/--no-compile to change)"
     elif requested is not None:
         chosen, reason = requested, ("compiling the time step: --compile or ESSDSL_COMPILE=1" if requested else "running eagerly: --no-compile or ESSDSL_COMPILE=0")
+    elif not hasattr(task, "corpus"):  # the estimate below times the language model's step
+        chosen, reason = False, "running eagerly: the compile estimate is made for language models only (--compile to compile)"
     else:
         corpus = task.corpus
         rows = len(corpus.train) // cfg.batch_size

@@ -61,7 +61,7 @@ class SpaceRecord(_Record):
 class CorpusRecord(_Record):
     name: str
     source: str
-    vocab: int = Field(gt=0)
+    vocab: Optional[int] = Field(default=None, gt=0)  # a language model's; other tasks record their own fields
     unigram_ppl: Optional[float] = None
     floor_ppl: Optional[float] = None
 
@@ -103,8 +103,8 @@ class RunManifest(_Record):
 class MetricsRecord(_Record):
     epoch: int = Field(ge=1)
     step: Optional[int] = None
-    train_ppl: float
-    valid_ppl: float
+    train_ppl: Optional[float] = None  # a language model's; other tasks record their own metrics
+    valid_ppl: Optional[float] = None
     elapsed_s: float
     arch: dict[str, Union[conlist(float, min_length=1), conlist(conlist(float, min_length=1), min_length=1)]] = Field(default_factory=dict)
 

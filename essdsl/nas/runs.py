@@ -187,7 +187,7 @@ def write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict],
             "weights": retained_weights(choices),
             **health_provenance(record),
         }
-        if record and math.isfinite(record["valid_ppl"]):
+        if record and math.isfinite(record.get("valid_ppl", math.nan)):
             provenance["valid_ppl"] = round(float(record["valid_ppl"]), 3)
         text = genotype_text(space, choices, provenance, sizes=run["sizes"])  # checked at the run's sizes
     except SpaceError:

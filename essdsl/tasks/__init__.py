@@ -160,3 +160,31 @@ register(
         TaskOption("synthetic_tokens", _optional_int, None, "training tokens of the built-in corpus (also --synthetic-tokens)"),
     ),
 )
+
+register(
+    "forecast",
+    "essdsl.tasks.forecast:ForecastTask.load",
+    "multivariate time-series forecasting (built-in Lorenz-96 series, or a CSV file)",
+    defaults="essdsl.tasks.forecast:defaults",
+    options=(
+        TaskOption("data", str, None, "CSV file: a header line, one row per step, oldest first; default: the built-in Lorenz-96 series"),
+        TaskOption("target", str, None, "comma-separated series to forecast (default: every series)"),
+        TaskOption("columns", str, None, "comma-separated CSV columns read as series (default: every column but the time column)"),
+        TaskOption("time_column", str, None, "the CSV's time column (default: a first column named time, date, ...)"),
+        TaskOption("transform", str, "none", "none, or logdiff: 100 x the log-differences of every series"),
+        TaskOption("window", int, 12, "input steps per sample"),
+        TaskOption("horizon", int, 1, "forecast the values this many steps after the window"),
+        TaskOption("data_seed", int, 0, "seed of the built-in series (the run's seed does not change the data)"),
+        TaskOption("steps", _optional_int, None, "length of the built-in series (default 2000)"),
+        TaskOption("variables", _optional_int, None, "variables of the built-in series (default 8)"),
+    ),
+)
+# The classic VAR setting on statsmodels' US macro data: quarterly growth (100 x
+# log-differences) of real GDP, consumption and investment, forecast from two years.
+register(
+    "macrodata",
+    "",
+    "forecast preset: growth of realgdp, realcons, realinv from --task-option data=.../macrodata.csv",
+    preset={"columns": "realgdp,realcons,realinv", "transform": "logdiff", "window": 8},
+    of="forecast",
+)
