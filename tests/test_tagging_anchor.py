@@ -46,3 +46,25 @@ def test_lstm_genotype_tagger_is_a_torch_bilstm_tagger(impl):
     torch.testing.assert_close(scores * mask, reference_scores * mask, atol=1e-12, rtol=0)
     reference_loss = tagger.crf.nll(reference_scores, batch.tags, batch.mask).sum() / batch.lengths.sum()
     assert loss.item() == pytest.approx(reference_loss.item(), abs=1e-12)
+
+
+def test_search_model_shares_the_supernet_architecture(tmp_path):
+    """A supernet tagger (darts_rnn.space's cells, batch normalisation on) trains its one
+    set of architecture weights from both directions."""
+    compile_module = pytest.importorskip("essdsl.compile")
+    if not hasattr(compile_module, "build_cell"):
+        pytest.skip("the cell target (build_cell) is not merged yet")
+    from essdsl.tasks.base import is_arch_parameter
+    from essdsl.tasks.tagging import TaggingTask, settings_for
+    from test_tagging_task import tiny_ner
+
+    task = TaggingTask(settings_for("ner", data=str(tiny_ner(tmp_path / "ner")), min_count=1))
+    graph = load_graph(ROOT / "spaces" / "darts_rnn.space", {"ninp": 16, "nhid": 16})
+    model = task.build_model(graph, search=True, seed=0)
+    arch = [n for n, _ in model.named_parameters() if is_arch_parameter(n)]
+    assert arch and all(n.startswith("fw.arch.") for n in arch)
+    assert all(getattr(model.bw.arch, n.split(".")[-1]) is getattr(model.fw.arch, n.split(".")[-1]) for n in arch)
+    batch = task.search_stream(5, torch.device("cpu")).next()
+    loss, _ = task.loss(model, batch, None)
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if is_arch_parameter(n))

@@ -149,7 +149,11 @@ class SentenceStream:
         batches = []
         for start in range(0, len(order), pool):
             chunk = sorted(order[start : start + pool].tolist(), key=lambda i: len(self.sentences[i].words))
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            cut = [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            if len(cut) > 1 and len(cut[-1]) == 1:
+                # no batch of one sentence: a supernet's batch normalisation cannot train on it
+                cut[-2] += cut.pop()
+            batches += cut
         self.batches = [batches[i] for i in rng.permutation(len(batches))]
         self.done_before = np.cumsum([0] + [len(b) for b in self.batches]).tolist()
 
