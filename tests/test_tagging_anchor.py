@@ -17,10 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("impl", ["generated", "reference"])
 def test_lstm_genotype_tagger_is_a_torch_bilstm_tagger(impl):
-    compile_module = pytest.importorskip("essdsl.compile")
-    if not hasattr(compile_module, "build_cell"):
-        pytest.skip("the cell target (build_cell) is not merged yet")
-    ModelConfig, build_cell = compile_module.ModelConfig, compile_module.build_cell
+    from essdsl.compile import ModelConfig, build_cell
+
 
     ninp, nhid = 18, 7
     graph = load_graph(ROOT / "genotypes" / "lstm.space", {"ninp": ninp, "nhid": nhid})
@@ -51,9 +49,6 @@ def test_lstm_genotype_tagger_is_a_torch_bilstm_tagger(impl):
 def test_search_model_shares_the_supernet_architecture(tmp_path):
     """A supernet tagger (darts_rnn.space's cells, batch normalisation on) trains its one
     set of architecture weights from both directions."""
-    compile_module = pytest.importorskip("essdsl.compile")
-    if not hasattr(compile_module, "build_cell"):
-        pytest.skip("the cell target (build_cell) is not merged yet")
     from essdsl.tasks.base import is_arch_parameter
     from essdsl.tasks.tagging import TaggingTask, settings_for
     from test_tagging_task import tiny_ner
