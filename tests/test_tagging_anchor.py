@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_lstm_genotype_tagger_is_a_torch_bilstm_tagger(impl):
     from essdsl.compile import ModelConfig, build_cell
 
-
     ninp, nhid = 18, 7
     graph = load_graph(ROOT / "genotypes" / "lstm.space", {"ninp": ninp, "nhid": nhid})
     config = TaggerConfig(words=20, tags=4, features=(5,), word_dim=8, feature_dim=4, chars=10, char_dim=4,
