@@ -124,7 +124,13 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", help="write every run's numbers here")
+    parser.add_argument("--table", nargs="+", default=[], metavar="JSON",
+                        help="print one table from the --json files of earlier runs, train nothing")
     args = parser.parse_args(argv)
+    if args.table:
+        saved = [json.loads(Path(p).read_text()) for p in args.table]
+        print(table([r for s in saved for r in s["runs"]], saved[0]["baseline"]))
+        return 0
 
     from essdsl.errors import EssdslError
     from essdsl.tasks.tagging import TaggingTask, settings_for
