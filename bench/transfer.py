@@ -95,15 +95,27 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def table(results: list[dict], baseline: float) -> str:
+def cell_parameters(cell: str, nhid: int) -> int:
+    """Weights of the two cells (forward and backward) alone."""
+    import math
+
+    from essdsl.lang.check import load_graph
+    from essdsl.lang.graph import parameter_layout
+
+    graph = load_graph(ROOT / cell, {"ninp": nhid, "nhid": nhid})
+    return 2 * sum(math.prod(p.shape) for p in parameter_layout(graph) if p.role != "arch")
+
+
+def table(results: list[dict], baseline: float, nhid: int) -> str:
     rows = [
-        "| cell | params | valid F1 | test F1 (mean ± std) | time per run |",
+        "| cell | tagger params (both cells) | valid F1 | test F1 (mean ± std) | time per run |",
         "|---|---:|---:|---:|---:|",
     ]
     for cell in dict.fromkeys(r["cell"] for r in results):
         runs = [r for r in results if r["cell"] == cell]
         rows.append(
-            f"| `{cell}` | {runs[0]['params']:,} | {mean_std([r['valid_f1'] for r in runs])} | "
+            f"| `{cell}` | {runs[0]['params']:,} ({cell_parameters(cell, nhid):,}) | "
+            f"{mean_std([r['valid_f1'] for r in runs])} | "
             f"{mean_std([r['test_f1'] for r in runs])} | {statistics.mean(r['seconds'] for r in runs):.0f} s |"
         )
     rows.append(f"| baseline: most frequent chunk tag per POS tag (recomputed on all of train) | 0 | | {baseline:.2f} | |")
@@ -129,7 +141,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.table:
         saved = [json.loads(Path(p).read_text()) for p in args.table]
-        print(table([r for s in saved for r in s["runs"]], saved[0]["baseline"]))
+        print(table([r for s in saved for r in s["runs"]], saved[0]["baseline"], saved[0]["settings"]["nhid"]))
         return 0
 
     from essdsl.errors import EssdslError
@@ -157,7 +169,7 @@ def main(argv=None) -> int:
             print(f"{r['cell']} seed {r['seed']}: test F1 {r['test_f1']:.2f} (valid per epoch {r['valid_f1_per_epoch']}), "
                   f"{r['seconds']:.0f} s", flush=True)
     results.sort(key=lambda r: (args.cells.index(r["cell"]), r["seed"]))
-    print(table(results, baseline))
+    print(table(results, baseline, args.nhid))
     print(f"total {time.perf_counter() - start:.0f} s wall clock, {args.jobs} run(s) at a time")
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": vars(args), "baseline": baseline, "runs": results}, indent=1))
