@@ -177,6 +177,9 @@ class SentenceStream:
     def progress(self) -> tuple[int, int]:
         return self.done_before[self.position], len(self.sentences)
 
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "batch_size": self.batch_size}
 
@@ -222,6 +225,13 @@ class TaggingTask:
         )
         self.cell_builder = cell_builder or default_cell_builder
         self.encoded = {split: encode_split(self.data, split, settings.chars) for split in ("train", "valid", "test")}
+
+    @classmethod
+    def load(cls, seed: int = 0, task: str = "tagging", **options) -> "TaggingTask":
+        """The registry's factory: ``task``'s preset with ``options`` (None keeps the
+        preset's value).  ``seed`` does not change the data: the validation slice has
+        its own fixed seed so that runs with different seeds are scored alike."""
+        return cls(settings_for(task, **options))
 
     # ------------------------------------------------------------ description
     def describe(self) -> str:
