@@ -92,3 +92,31 @@ def test_conll2000_baseline_is_the_shared_tasks():
     task = TaggingTask(settings_for("chunking", data=str(DATA / "conll2000")))
     name, f1 = task.baseline("test")
     assert name == "most frequent tag per pos" and round(f1, 2) == 77.07
+
+
+def test_registered_presets(tmp_path):
+    from essdsl import tasks
+
+    folder = tiny_ner(tmp_path / "ner")
+    ner = tasks.create("ner", 0, tasks.parse_options("ner", [f"data={folder}", "crf=false"]), bptt=35, dropouts={})
+    assert ner.settings.preset == "ner" and ner.settings.chars and not ner.settings.crf
+    assert str(ner.columns) == "word,-,-,tag"
+    with pytest.raises(tasks.TaskError, match="expects bool"):
+        tasks.parse_options("chunking", ["chars=maybe"])
+
+
+def test_cli_prints_data_errors_as_file_line_and_never_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.txt").write_text("a DT B-NP\nb NN\n")
+    (bad / "test.txt").write_text("a DT B-NP\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "essdsl", "train", "genotypes/lstm.space", "--task", "chunking",
+         "--task-option", f"data={bad}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == f"{bad / 'train.txt'}:2: error: 2 columns, expected 3 (word,pos,tag)"

@@ -120,9 +120,16 @@ def _load_task(name: str, seed: int, options: dict, **settings):
     from essdsl import tasks
 
     try:
-        return tasks.create(name, seed, options, **settings)
+        task = tasks.create(name, seed, options, **settings)
     except EssdslError as exc:
+        if hasattr(exc, "render"):  # a diagnostic in a data file (file:line: error: ...), printed as it is
+            print(exc.render(), file=sys.stderr)
+            raise typer.Exit(1)
         fail(str(exc))
+    if not hasattr(task, "corpus"):
+        fail(f"the '{name}' task runs from Python for now (essdsl.tasks.tagging_run; README, 'Tagging'): "
+             "these commands still drive language models only")
+    return task
 
 
 def _check_task(name: Optional[str]) -> None:

@@ -35,6 +35,7 @@ from essdsl.tasks.tagging_data import (
 from essdsl.tasks.tagging_metrics import span_scores
 from essdsl.tasks.tagging_model import TagBatch, Tagger, TaggerConfig
 
+LM_RUN_SETTINGS = ("bptt", "dropouts", "synthetic_tokens")
 MAX_WORD_CHARS = 20  # longer words are cut for the character encoder
 BUCKET_BATCHES = 20  # sentences of this many batches are sorted by length together
 
@@ -227,11 +228,15 @@ class TaggingTask:
         self.encoded = {split: encode_split(self.data, split, settings.chars) for split in ("train", "valid", "test")}
 
     @classmethod
-    def load(cls, seed: int = 0, task: str = "tagging", **options) -> "TaggingTask":
-        """The registry's factory: ``task``'s preset with ``options`` (None keeps the
+    def load(cls, seed: int = 0, preset: str = "tagging", **options) -> "TaggingTask":
+        """The registry's factory: ``preset``'s settings with ``options`` (None keeps the
         preset's value).  ``seed`` does not change the data: the validation slice has
-        its own fixed seed so that runs with different seeds are scored alike."""
-        return cls(settings_for(task, **options))
+        its own fixed seed so that runs with different seeds are scored alike.  The
+        language model's run-wide settings the command line hands every task (``bptt``,
+        ``dropouts``) mean nothing here."""
+        for key in LM_RUN_SETTINGS:
+            options.pop(key, None)
+        return cls(settings_for(preset, **options))
 
     # ------------------------------------------------------------ description
     def describe(self) -> str:

@@ -62,6 +62,10 @@ class ConllError(DataError):
         where = f"{path}:{line}" if line else str(path)
         super().__init__(f"{where}: error: {message}")
 
+    def render(self) -> str:
+        """The diagnostic as the command line prints it, unprefixed."""
+        return str(self)
+
 
 @dataclass(frozen=True)
 class Columns:
