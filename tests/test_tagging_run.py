@@ -22,6 +22,7 @@ def task(tmp_path_factory):
     return TaggingTask(settings_for("ner", data=str(folder), min_count=1))
 
 
+@pytest.mark.slow
 def test_train_resume_and_evaluate(task, tmp_path):
     run = tmp_path / "run"
     first = train_tagger(ROOT / "genotypes/gru.space", task, run, SIZES, tagging_config(False, epochs=1, batch_size=8))
@@ -36,6 +37,7 @@ def test_train_resume_and_evaluate(task, tmp_path):
     assert evaluate_tagger(run / "model.pt", "test")["f1"] == pytest.approx(final["f1"])
 
 
+@pytest.mark.slow
 def test_search_derives_one_genotype_for_both_directions(task, tmp_path):
     path, text = search_tagger(ROOT / "spaces/darts_rnn.space", task, tmp_path / "search", SIZES,
                                tagging_config(True, epochs=1, batch_size=8))
