@@ -11,7 +11,12 @@ from __future__ import annotations
 import warnings
 from typing import Sequence
 
-from seqeval.metrics import classification_report
+from essdsl.errors import EssdslError
+
+try:
+    from seqeval.metrics import classification_report
+except ImportError:  # pragma: no cover - the [tagging] extra is missing
+    raise EssdslError("the tagging task needs seqeval: pip install 'essdsl[tagging]'") from None
 
 
 def span_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, float]:
