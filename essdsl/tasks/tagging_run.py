@@ -30,10 +30,10 @@ from essdsl.nas.runconfig import RunConfig, RunError
 
 SEARCH_CHECKPOINT, TRAIN_CHECKPOINT = "checkpoint.pt", "model.pt"
 
-# Weight optimiser settings the tagger trains well with under the trainer's plain SGD
-# (loss per token, gradient norm clipped at 5): 3 epochs of lr 1.0 reach ~91 F1 on
-# CoNLL-2000 at nhid 64.
-TAGGING_DEFAULTS = dict(epochs=10, batch_size=32, eval_batch_size=128, lr=1.0, wd=0.0, clip=5.0)
+# The trainer's plain SGD for a tagger (mean loss per token, gradient norm clipped at
+# 5).  Measured with genotypes/lstm.space at nhid 64, the first 4,000 CoNLL-2000
+# training sentences, 3 epochs: test F1 80.5 at lr 1, 89.2 at lr 5, 89.9 at lr 10.
+TAGGING_DEFAULTS = dict(epochs=10, batch_size=32, eval_batch_size=128, lr=10.0, wd=0.0, clip=5.0)
 
 
 def tagging_config(search: bool, **overrides) -> RunConfig:
