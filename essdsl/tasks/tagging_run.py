@@ -10,9 +10,8 @@ the genotype derived from the one architecture both directions share.
 Until the command line drives every task (issue 13's thin CLI), this is how
 ``essdsl train GENOTYPE --task chunking`` is spelled::
 
-    from essdsl.nas.runconfig import RunConfig
     from essdsl.tasks.tagging import TaggingTask, settings_for
-    from essdsl.tasks.tagging_run import train_tagger, evaluate_tagger
+    from essdsl.tasks.tagging_run import evaluate_tagger, tagging_config, train_tagger
     task = TaggingTask(settings_for("chunking", data="../shared/data/conll2000"))
     train_tagger("genotypes/lstm.space", task, "runs/chunk-lstm", {"ninp": 64, "nhid": 64},
                  tagging_config(search=False))
@@ -23,8 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Optional
-
-import torch
 
 from essdsl.nas.runconfig import RunConfig, RunError
 
@@ -42,7 +39,7 @@ def tagging_config(search: bool, **overrides) -> RunConfig:
     return RunConfig(search=search, **values)
 
 
-def _cell_manifest(graph, task, search: bool, text: str) -> dict:
+def _cell_manifest(graph, search: bool, text: str) -> dict:
     from essdsl.compile import ModelConfig, build_manifest
 
     config = ModelConfig(vocab=1, search=search)
@@ -61,10 +58,13 @@ def _trainer(kind: str, path, task, run_dir, sizes: dict, cfg: RunConfig, resume
     from essdsl.lang.check import load_graph_text
     from essdsl.nas.trainer import Trainer
 
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot read the space: {getattr(exc, 'strerror', None) or exc}") from None
     graph = load_graph_text(text, str(path), sizes)
     model = task.build_model(graph, search=cfg.search, seed=cfg.seed)
-    manifest = _cell_manifest(graph, task, cfg.search, text)
+    manifest = _cell_manifest(graph, cfg.search, text)
     describe = None
     if cfg.search:
         from essdsl.nas.derive import arch_summary
