@@ -79,6 +79,20 @@ def settings_for(task: str = "tagging", **overrides) -> TaggingSettings:
     return replace(base, **chosen)
 
 
+def command_line_defaults(kind: str, options: dict) -> dict:
+    """The registry's run settings for ``essdsl search/train --task tagging``: the data
+    is read (a bad file is reported at its line), then the run is refused, because the
+    commands still build, compile and report language models (the corpus checks, the
+    LM head, perplexity); :mod:`essdsl.tasks.tagging_run` runs the trainer on tagging."""
+    from essdsl.tasks import TaskError
+
+    TaggingTask.load(**options)
+    raise TaskError(
+        "the search/train/eval commands drive language models only so far; run the tagging task "
+        "from Python with essdsl.tasks.tagging_run (README, 'Tagging')"
+    )
+
+
 # ---------------------------------------------------------------- encoded sentences
 @dataclass
 class Encoded:

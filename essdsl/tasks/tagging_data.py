@@ -60,11 +60,7 @@ class ConllError(DataError):
     def __init__(self, path: str, line: int, message: str):
         self.path, self.line, self.detail = str(path), line, message
         where = f"{path}:{line}" if line else str(path)
-        super().__init__(f"{where}: error: {message}")
-
-    def render(self) -> str:
-        """The diagnostic as the command line prints it, unprefixed."""
-        return str(self)
+        super().__init__(f"{where}: error: {message}", located=True)  # printed as it is
 
 
 @dataclass(frozen=True)
