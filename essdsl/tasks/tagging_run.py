@@ -87,7 +87,7 @@ def _trainer(kind: str, path, task, run_dir, sizes: dict, cfg: RunConfig, resume
 
 
 def _run(trainer) -> None:
-    from essdsl.nas.trainer import write_metrics
+    from essdsl.nas.runs import write_metrics
 
     try:
         trainer.run()
