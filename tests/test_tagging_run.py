@@ -33,6 +33,7 @@ def test_train_resume_and_evaluate(task, tmp_path):
                          resume=True)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3] and all("valid_f1" in r for r in lines)
+    assert (run / "plots" / "tagging.png").read_bytes().startswith(b"\x89PNG")
     assert final["f1"] >= first["f1"] and final["f1"] > 80.0
     assert evaluate_tagger(run / "model.pt", "test")["f1"] == pytest.approx(final["f1"])
 

@@ -3,7 +3,8 @@
 The trainer (:mod:`essdsl.nas.trainer`) runs any :class:`~essdsl.tasks.base.Task`;
 this module wires the tagging task to it the way the command line wires the
 language model: the graph at the run's sizes, the task's model, the run folder
-(``checkpoint.pt`` of a search, ``model.pt`` of a training run, ``metrics.jsonl``),
+(``checkpoint.pt`` of a search, ``model.pt`` of a training run, ``metrics.jsonl``,
+``plots/tagging.png``),
 ``--resume`` from the checkpoint, the best epoch by validation F1, and for a search
 the genotype derived from the one architecture both directions share.
 
@@ -93,6 +94,42 @@ def _run(trainer) -> None:
         trainer.run()
     finally:
         write_metrics(trainer.run_dir, trainer.history)
+        if trainer.history:
+            plot_tagging_run(trainer.run_dir, trainer.history, trainer.task.baseline("valid"))
+
+
+def plot_tagging_run(run_dir, history: list[dict], baseline=None) -> Path:
+    """``RUN/plots/tagging.png``: training and validation loss, and validation F1 per
+    epoch next to the task's baseline F1 on the same split."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from essdsl.files import atomic_write_bytes
+
+    epochs = [r["epoch"] for r in history]
+    fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train loss")
+    loss_ax.plot(epochs, [r["valid_loss"] for r in history], marker="o", label="valid loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss per token")
+    loss_ax.legend()
+    f1_ax.plot(epochs, [r["valid_f1"] for r in history], marker="o", label="valid F1")
+    if baseline is not None:
+        f1_ax.axhline(baseline[1], color="grey", linestyle="--", label=f"{baseline[0]} {baseline[1]:.2f}")
+    f1_ax.set_xlabel("epoch")
+    f1_ax.set_ylabel("span F1 (conlleval)")
+    f1_ax.legend()
+    fig.suptitle(Path(run_dir).name)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    path = Path(run_dir) / "plots" / "tagging.png"
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def train_tagger(genotype, task, run_dir, sizes: dict, cfg: RunConfig, resume: bool = False,
