@@ -188,3 +188,30 @@ register(
     preset={"columns": "realgdp,realcons,realinv", "transform": "logdiff", "window": 8},
     of="forecast",
 )
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_flag.__name__ = "bool"
+
+register(
+    "tagging",
+    "essdsl.tasks.tagging:TaggingTask.load",
+    "sequence tagging (chunking, NER) on CoNLL column files with a bidirectional CRF tagger around the cell",
+    options=(
+        TaskOption("data", str, None, "folder with train.txt, test.txt and valid.txt or dev.txt (CoNLL columns)"),
+        TaskOption("columns", str, None, "column names in file order: word, tag, '-' (ignored), others are features"),
+        TaskOption("scheme", str, None, "labels the model is trained on: bio or iobes (files may use bio, iob1, iobes)"),
+        TaskOption("chars", _flag, None, "a character CNN next to the word embedding"),
+        TaskOption("crf", _flag, None, "a CRF over the tag scores (false: per-token softmax)"),
+        TaskOption("max_train_sentences", _optional_int, None, "train on the first N training sentences"),
+    ),
+    defaults="essdsl.tasks.tagging:command_line_defaults",
+)
+register("chunking", "", "CoNLL-2000 chunking (word POS chunk)", of="tagging", preset={"preset": "chunking"})
+register("ner", "", "CoNLL-2003 named entities (word POS chunk NE; words and characters)", of="tagging", preset={"preset": "ner"})
