@@ -132,6 +132,9 @@ def describe(graph: CellGraph) -> str:
                 lines.append("      tensors: " + ", ".join(f"{p.name} {_shape(p.shape)}" for p in params))
     lines.append("")
     lines.append(f"output: {graph.output} (fed to the decoder)")
+    from essdsl.lang.growth import show_lines
+
+    lines.extend(show_lines(graph))  # the grow block, if the space has one
     return "\n".join(lines) + "\n"
 
 
