@@ -132,3 +132,17 @@ def test_cli_check_fmt_show_stats_diff_on_the_growing_space(tmp_path):
     bad.write_text(GROW.read_text().replace("highway(tanh, s, carry", "highway(tanh, mean(s), carry"))
     result = run("check", bad)
     assert result.returncode == 1 and f"{bad}:32:29: error: the grown family 's' is read by mean(...)" in result.stderr
+
+
+def test_a_genotype_derived_from_a_growing_space_is_written_at_the_searched_size(grow_space):
+    """The grow block is expanded at the size the choices were made at (here 3 members)."""
+    from essdsl.nas.derive import KeptEdge, NodeChoice, genotype_text
+
+    choices = {
+        f"s{i}": NodeChoice(f"s{i}", (KeptEdge(0, "x[t]", "sigmoid", 0.5), KeptEdge(1, "h[t-1]", "tanh", 0.5)), "product", 0.6)
+        for i in (1, 2, 3)
+    }
+    graph, report = check_text(genotype_text(grow_space, choices, sizes=SIZES), sizes=SIZES)
+    assert report.ok, report.render()
+    assert sorted(k for k in graph.dag if k.startswith("s")) == ["s1", "s2", "s3"]
+    assert graph.kind == "genotype"

@@ -365,6 +365,18 @@ def expand(space: ir.Space, size: Optional[int] = None, pruned: Optional[dict] =
     return space.model_copy(update={"cell": space.cell.model_copy(update={"statements": statements})})
 
 
+def expand_to_names(space: ir.Space, names) -> ir.Space:
+    """``space`` expanded at the largest size whose last member is among ``names`` (e.g.
+    the nodes a search made choices for), at least its start size; unchanged without a
+    grow block."""
+    blocks = grow_blocks(space)
+    if not blocks:
+        return space
+    family = blocks[0].name
+    sizes = [int(n[len(family):]) for n in names if re.fullmatch(rf"{re.escape(family)}[1-9][0-9]*", n)]
+    return expand(space, max(sizes) if sizes else None)
+
+
 def grown_space(space: ir.Space, state: GrowthState) -> ir.Space:
     return expand(space, state.size, state.pruned)
 
