@@ -83,6 +83,11 @@ def test_show_and_stats_describe_start_and_maximum():
     text = describe(graph)
     assert "grows s: 2 -> 6 nodes, every 2 epochs, mode then_prune" in text
     assert "read by h[t]" in text
+    from essdsl.lang.show import to_dot
+
+    dot = to_dot(graph)
+    assert 'label="space two_input_rnn_grow\\ngrows s: 2 -> 6 nodes, every 2 epochs, mode then_prune\\n(drawn at 2; each step adds s3 … s6)";' in dot
+    assert "grows" not in to_dot(load_graph(FIXED, SIZES))
     data = stats_dict(graph)
     growth = data["growth"]
     at_max = stats_dict(load_graph_space(expand(growth_of(graph).space, 6), SIZES))

@@ -482,6 +482,19 @@ def show_lines(graph) -> list[str]:
     return lines
 
 
+def dot_lines(graph, quote) -> list[str]:
+    """``show --format dot``: the graph's title says what the grow block adds (the
+    drawing is the cell at its start size); none for a space that does not grow."""
+    growth = growth_of(graph)
+    if growth is None:
+        return []
+    plan = growth.plan
+    title = f"{graph.kind} {graph.name}\ngrows {plan.family}: {plan.describe()}"
+    if plan.max > plan.start:
+        title += f"\n(drawn at {plan.start}; each step adds {plan.member(plan.start + 1)} … {plan.member(plan.max)})"
+    return [f"  label={quote(title)};"]
+
+
 def _is_member(key: str, plan: GrowPlan) -> bool:
     return re.fullmatch(rf"{re.escape(plan.family)}[1-9][0-9]*", key) is not None
 

@@ -198,6 +198,9 @@ def to_dot(graph: CellGraph) -> str:
                 past = isinstance(graph.spec(source), Stream) and graph.spec(source).kind == "past"
                 attrs = ' [color="#777777"]' if past else ""
                 out.append(f"  {q(source)} -> {q(key)}{attrs};")
+    from essdsl.lang.growth import dot_lines
+
+    out.extend(dot_lines(graph, q))  # the next member a grow block adds, dotted
     out.append("}")
     return "\n".join(out) + "\n"
 
