@@ -132,3 +132,17 @@ def test_plateau_grows_only_when_validation_stops_improving(corpus, tmp_path):
     assert not grower.due_at_epoch_end(2, [3.0, 2.5])  # too early: nothing to compare with
     assert not grower.due_at_epoch_end(3, [3.0, 2.5, 2.4])  # still improving
     assert grower.due_at_epoch_end(3, [3.0, 3.1, 3.2])  # two epochs without beating 3.0
+
+
+def test_a_rollback_to_a_state_before_a_growth_rebuilds_the_smaller_model(tmp_path, corpus):
+    trainer = make(corpus, tmp_path, epochs=1)
+    before = trainer.state_dict()
+    trainer.run()
+    assert trainer.grower.state.size == 2 and "arch.s2_ops" in dict(trainer.model.named_parameters())
+    trainer.load_state_dict(before)
+    params = dict(trainer.model.named_parameters())
+    assert trainer.grower.state.size == 1 and "arch.s2_ops" not in params and trainer.grower.events == []
+    for name, value in before["model"].items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    assert set(trainer.arch) == {"arch.s1_ops", "arch.s1_combine"}  # the optimizers hold the smaller model's tensors
+    assert {id(p) for g in trainer.bilevel.optimizer.param_groups for p in g["params"]} == {id(p) for p in trainer.arch.values()}
