@@ -34,6 +34,10 @@ def compile_command(
         None, "--weights", help="export a trained model: load the weights of this checkpoint (RUN/model.pt of 'essdsl train', "
         "or a search's checkpoint.pt) into the artifact, at the run's sizes and vocabulary, saved in eval mode"
     ),
+    target: str = typer.Option(
+        "lm", "--target", help="lm (the language model: tokens -> logits) | cell (the cell alone: "
+        "out, hidden = cell(x, hidden), for a task's own head) [default output: build/<name>.cell.pt]"
+    ),
 ) -> None:
     """Compile FILE into a supernet (or discrete model) as a TorchScript artifact plus a manifest.
 
@@ -43,6 +47,8 @@ def compile_command(
     check_options(locals())
     if impl not in ("generated", "reference"):
         fail(f"--impl must be 'generated' or 'reference', got {impl!r}")
+    if target not in ("lm", "cell"):
+        fail(f"--target must be 'lm' or 'cell', got {target!r}")
     if vocab <= 0:
         fail(f"--vocab must be a positive integer, got {vocab}")
     from essdsl.lang.check import check_file
@@ -57,7 +63,7 @@ def compile_command(
     if not report.ok or graph is None:
         raise typer.Exit(1)
 
-    from essdsl.compile import ModelConfig, build_manifest, build_model, generate_source
+    from essdsl.compile import ModelConfig, build_cell, build_manifest, build_model, generate_source
     from essdsl.compile.config import embedding_dim
     from essdsl.compile.manifest import save_artifact, save_manifest, save_state
     from essdsl.files import check_output_path
@@ -69,21 +75,22 @@ def compile_command(
     except ValueError as exc:
         fail(f"{file}: {exc}")
     if emit_python:
-        typer.echo(generate_source(graph, config), nl=False)
+        typer.echo(generate_source(graph, config, target=target), nl=False)
         return
-    model = build_model(graph, config, impl=impl)
+    model = (build_model if target == "lm" else build_cell)(graph, config, impl=impl)
     if trained is not None:
         try:
-            model.load_state_dict(trained["state"])
+            own = model.state_dict().keys()  # the cell takes the run's cell.*/arch.*/norms.* tensors
+            model.load_state_dict({k: v for k, v in trained["state"].items() if target == "lm" or k in own})
         except RuntimeError as exc:
             fail(f"{weights} does not match the model of {file} ({str(exc).splitlines()[0]})")
         model.eval()  # an exported trained model is for inference: dropout off, BatchNorm on its running statistics
-    manifest = build_manifest(graph, config, model, path=file)
+    manifest = build_manifest(graph, config, model, path=file, target=target)
     manifest["implementation"] = impl
     # The reference interpreter walks the graph in Python and is not TorchScript-able:
     # its artifact is the state dict (same names as the generated module's).
     manifest["artifact"] = "torchscript" if impl == "generated" else "state_dict"
-    artifact = output or Path("build") / f"{graph.name}.pt"
+    artifact = output or Path("build") / (f"{graph.name}.pt" if target == "lm" else f"{graph.name}.cell.pt")
     try:
         check_output_path(artifact, [file])
         manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
@@ -96,6 +103,7 @@ def compile_command(
     elapsed = time.perf_counter() - start
     counts = manifest["parameters"]
     what = "supernet" if config.search and manifest["arch"] else "model"
+    what = what if target == "lm" else f"cell of the {what}"
     typer.echo(
         f"{file}: {what} '{graph.name}': {counts['total']:,} parameters "
         f"({counts['weights']:,} weights, {counts['arch']:,} architecture in {len(manifest['arch'])} tensors)"

@@ -1,8 +1,11 @@
-"""Compile a resolved cell graph into a language model.
+"""Compile a resolved cell graph into a language model, or into the cell alone.
 
 * :func:`build_model` — ``impl="generated"``: the generated straight-line module
   (fast, TorchScript-able); ``impl="reference"``: the edge-by-edge interpreter
   (the correctness oracle).  Both have identical parameter names and shapes.
+* :func:`build_cell` — the cell without the language model around it
+  (``out, hidden = cell(x, hidden)``), for task heads; same two implementations,
+  and the same ``cell.*`` / ``arch.*`` / ``norms.*`` parameter names as the model.
 * :func:`generate_source` — the generated module's Python source.
 * :func:`build_manifest` — a JSON-able description of the model: what every
   architecture tensor's entries stand for, the hidden layout, the sizes.
@@ -33,9 +36,30 @@ def build_model(graph, config: ModelConfig, impl: str = "generated"):
     raise ValueError(f"unknown implementation {impl!r} (use 'generated' or 'reference')")
 
 
+def build_cell(graph, config: ModelConfig, impl: str = "generated"):
+    """The cell of ``graph`` alone, as an ``nn.Module`` (docs/compile.md).
+
+    ``out, hidden = cell(x, hidden)`` with ``x`` (T, B, d_in) float, d_in the input
+    streams' size (ninp), ``out`` (T, B, d_out) the output state's values, and
+    ``hidden = cell.init_hidden(B)`` (the language model's hidden layout).  The cell
+    applies its own variational dropouts (``config.dropouth``/``dropoutx``, overridable
+    through ``cell.mask_override``); ``config.vocab``, ``dropout``, ``dropouti`` and
+    ``dropoute`` belong to a head and are not used."""
+    if impl == "generated":
+        from essdsl.compile.codegen import load_source
+
+        return load_source(generate_source(graph, config, target="cell"), graph, target="cell")()
+    if impl == "reference":
+        from essdsl.compile.reference import ReferenceCell
+
+        return ReferenceCell(graph, config)
+    raise ValueError(f"unknown implementation {impl!r} (use 'generated' or 'reference')")
+
+
 __all__ = [
     "ModelConfig",
     "build_model",
+    "build_cell",
     "build_manifest",
     "save_artifact",
     "script_model",

@@ -25,8 +25,7 @@ from essdsl.lang.graph import (  # noqa: F401 - re-exported for the compiler
     expr_dim,
 )
 from essdsl.compile.names import module_attribute
-
-ZERO = "zero"
+from essdsl.ops import ZERO  # noqa: F401 - re-exported
 
 # Initialisation ranges of the official DARTS code (quark0/darts rnn/model.py,
 # INITRANGE = 0.04): cell weights, the embedding and an untied decoder all
@@ -60,6 +59,11 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# The dropouts that belong to the cell (variational masks on the values entering its
+# matrix products); dropout, dropouti and dropoute belong to the language-model head.
+CELL_DROPOUTS = ("dropouth", "dropoutx")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 from essdsl import __version__
 from essdsl.lang.graph import CellGraph, MixedSpec, arch_params, parameter_layout
-from essdsl.compile.config import ModelConfig, decoder_tied, embedding_dim, hidden_layout, op_mask, uses_norm
+from essdsl.compile.config import CELL_DROPOUTS, ModelConfig, decoder_tied, embedding_dim, hidden_layout, op_mask, uses_norm
 
 
 def _node_entry(graph: CellGraph, spec: MixedSpec, config: ModelConfig) -> dict:
@@ -64,8 +64,11 @@ def build_manifest(
     model=None,
     path: Optional[Union[str, Path]] = None,
     source_text: Optional[str] = None,
+    target: str = "lm",
 ) -> dict:
-    """A JSON-able description of the compiled model.
+    """A JSON-able description of the compiled model (``target="lm"``) or of the cell
+    alone (``target="cell"``: format ``essdsl-cell/1``, no vocabulary or decoder, plus
+    the cell's ``input_size`` and ``output_size``).
 
     ``path`` (or ``source_text``) identifies the .space text; without either the
     manifest carries a hash of the resolved IR instead.
@@ -103,6 +106,8 @@ def build_manifest(
         "arch": arch_entries(graph),
         "nodes": {spec.name: _node_entry(graph, spec, config) for spec in graph.mixed_nodes()},
     }
+    if target == "cell":
+        manifest = _cell_manifest(manifest, graph, config)
     if model is not None:
         params = dict(model.named_parameters())
         manifest["parameters"] = {
@@ -114,6 +119,23 @@ def build_manifest(
         if missing:
             raise ValueError(f"model lacks the architecture tensors {missing}")
     return manifest
+
+
+def _cell_manifest(manifest: dict, graph: CellGraph, config: ModelConfig) -> dict:
+    """The language model's manifest narrowed to the cell alone: the same arch entries,
+    hidden layout and parameter names, without what belongs to the LM head."""
+    cell = {
+        "format": "essdsl-cell/1",
+        "target": "cell",
+        "contract": "out, hidden = cell(x, hidden); x (T, B, input_size), out (T, B, output_size), hidden = cell.init_hidden(B)",
+        "input_size": embedding_dim(graph),
+        "output_size": graph.dims[graph.output],
+    }
+    head_only = ("format", "embedding_dim", "decoder")
+    cell.update({k: v for k, v in manifest.items() if k not in head_only})
+    cell["sizes"] = {k: v for k, v in manifest["sizes"].items() if k != "vocab"}
+    cell["config"] = {k: v for k, v in manifest["config"].items() if k in ("search", *CELL_DROPOUTS)}
+    return cell
 
 
 @contextlib.contextmanager

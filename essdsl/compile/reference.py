@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from essdsl import ops
+
 from essdsl.lang.graph import (
     CellGraph,
     EApply,
@@ -39,7 +41,6 @@ from essdsl.compile.config import (
     CELL_INIT_RANGE,
     EMBEDDING_INIT_RANGE,
     SHARED_NORM,
-    ZERO,
     ModelConfig,
     decoder_tied,
     embedding_dim,
@@ -56,39 +57,29 @@ from essdsl.compile.config import (
 
 
 def activation(op: str, value: Tensor) -> Tensor:
-    if op == "tanh":
-        return torch.tanh(value)
-    if op == "relu":
-        return torch.relu(value)
-    if op == "sigmoid":
-        return torch.sigmoid(value)
-    if op == "identity":
-        return value
-    if op == "neg":
-        return -value
-    raise ValueError(f"no activation '{op}'")
+    """Op ``op`` of :mod:`essdsl.ops` on ``value`` (its reference function)."""
+    return ops.apply(op, value)
 
 
 class ParameterBag(nn.Module):
     """A plain holder so that parameters are named ``<bag>.<name>``."""
 
 
-class ReferenceModel(nn.Module):
-    def __init__(self, graph: CellGraph, config: ModelConfig):
-        super().__init__()
+class _ReferenceCellParts(nn.Module):
+    """The cell's parameters (``cell.*``, ``arch.*``, ``norms.*``, the shared norm), its
+    variational masks and its loop over a segment: what the language model and the cell
+    alone share."""
+
+    def _init_cell_settings(self, graph: CellGraph, config: ModelConfig) -> None:
         self.graph = graph
         self.config = config
         self.ninp = embedding_dim(graph)
         self.output_dim = graph.dims[graph.output]
-        self.tied = decoder_tied(graph)
         self.slots = hidden_layout(graph)
-        self.dropout, self.dropouth, self.dropoutx = config.dropout, config.dropouth, config.dropoutx
-        self.dropouti, self.dropoute = config.dropouti, config.dropoute
+        self.dropouth, self.dropoutx = config.dropouth, config.dropoutx
 
-        self.encoder = nn.Embedding(config.vocab, self.ninp)
-        if not self.tied:
-            self.decoder_weight = nn.Parameter(torch.empty(config.vocab, self.output_dim))
-        self.decoder_bias = nn.Parameter(torch.zeros(config.vocab))
+    def _add_cell_parameters(self) -> None:
+        graph, config = self.graph, self.config
         self.cell = ParameterBag()
         self.arch = ParameterBag()
         for p in parameter_layout(graph):
@@ -102,15 +93,9 @@ class ReferenceModel(nn.Module):
         # lets a test drive this model and another implementation with the same masks.
         self.mask_override: Dict[str, Tensor] = {}
         self._step_masks: Dict[str, Tensor] = {}  # this segment's variational masks (set by forward)
-        self.reset_parameters()
 
-    # ------------------------------------------------------------ parameters
-    def reset_parameters(self) -> None:
+    def _reset_cell_parameters(self) -> None:
         with torch.no_grad():
-            self.encoder.weight.uniform_(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
-            if not self.tied:
-                self.decoder_weight.uniform_(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
-            self.decoder_bias.zero_()
             for p in parameter_layout(self.graph):
                 tensor = getattr(self.arch if p.role == "arch" else self.cell, p.name)
                 if p.role == "arch":
@@ -126,15 +111,18 @@ class ReferenceModel(nn.Module):
     def weight_parameters(self) -> List[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
 
+    def _hidden_like(self) -> Tensor:
+        raise NotImplementedError
+
     def init_hidden(self, batch_size: int) -> List[Tensor]:
-        weight = self.encoder.weight
-        return [weight.new_zeros(slot.depth, batch_size, slot.dim) for slot in self.slots]
+        like = self._hidden_like()
+        return [like.new_zeros(slot.depth, batch_size, slot.dim) for slot in self.slots]
 
     # ------------------------------------------------------------ arch weights
-    def _theta(self, spec: MixedSpec) -> List[Dict[str, Tensor]]:
+    def _theta(self, spec: MixedSpec, like: Tensor) -> List[Dict[str, Tensor]]:
         """theta[e][op] for every candidate (edge, op) slot, as semantics.md defines it."""
         if not spec.has_op_choice:
-            one = torch.ones((), dtype=self.encoder.weight.dtype, device=self.encoder.weight.device)
+            one = torch.ones((), dtype=like.dtype, device=like.device)
             return [{op: one for op in edge.ops} for edge in spec.edges]
         logits = getattr(self.arch, f"{spec.name}_ops")
         columns = {op: k for k, op in enumerate(spec.op_names)}
@@ -152,9 +140,9 @@ class ReferenceModel(nn.Module):
                 theta[e][op] = probs[i]
         return theta
 
-    def _combine_weights(self, spec: MixedSpec) -> List[Tensor]:
+    def _combine_weights(self, spec: MixedSpec, like: Tensor) -> List[Tensor]:
         if not spec.has_combine_choice:
-            return [torch.ones((), dtype=self.encoder.weight.dtype, device=self.encoder.weight.device)]
+            return [torch.ones((), dtype=like.dtype, device=like.device)]
         return list(torch.softmax(getattr(self.arch, f"{spec.name}_combine"), dim=0))
 
     # ------------------------------------------------------------ the cell
@@ -219,7 +207,7 @@ class ReferenceModel(nn.Module):
             m = torch.zeros(u.shape[0], d, dtype=u.dtype, device=u.device)
             w = torch.zeros((), dtype=u.dtype, device=u.device)
             for op in spec.op_names:
-                if op not in edge.ops or op == ZERO:
+                if op not in edge.ops or ops.is_zero(op):
                     continue  # not a candidate of this edge / the zero op contributes 0
                 if spec.transform == "highway":
                     v = u + torch.sigmoid(c) * (activation(op, g) - u)
@@ -263,45 +251,38 @@ class ReferenceModel(nn.Module):
                 values[key] = self._normalise(spec, self._expr(spec.expr, values))
         return values
 
-    # ------------------------------------------------------------ the LM
     def _bernoulli_mask(self, shape: Tuple[int, ...], p: float, like: Tensor, key: str = "") -> Tensor:
         """A dropout mask (Bernoulli(1 - p) / (1 - p)), or ``mask_override[key]`` when given."""
         if key in self.mask_override:
             return self.mask_override[key]
         return like.new_empty(shape).bernoulli_(1 - p) / (1 - p)
 
-    def forward(self, tokens: Tensor, hidden: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
-        T, B = tokens.shape
-        weight = self.encoder.weight
-        if self.training and self.dropoute > 0:
-            weight = weight * self._bernoulli_mask((weight.shape[0], 1), self.dropoute, weight, "dropoute")
-        embedded = F.embedding(tokens, weight)
-        if self.training and self.dropouti > 0:
-            embedded = embedded * self._bernoulli_mask((1, B, self.ninp), self.dropouti, embedded, "dropouti")
-
+    def run_cell(self, x: Tensor, hidden: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """The cell over a segment: x (T, B, ninp) -> output (T, B, d_out) and the new hidden list."""
+        T, B = x.shape[0], x.shape[1]
         slots = {(s.kind, s.stream): (i, s) for i, s in enumerate(self.slots)}
         # Each input stream's sequence: its carried past (oldest first), then this segment.
         sequences: Dict[str, Tensor] = {}
         for name in self.graph.inputs:
             if ("input", name) in slots:
                 i, _ = slots[("input", name)]
-                sequences[name] = torch.cat([hidden[i].flip(0), embedded], dim=0)
+                sequences[name] = torch.cat([hidden[i].flip(0), x], dim=0)
             else:
-                sequences[name] = embedded
+                sequences[name] = x
         # One variational mask per segment for every kind of value entering a matrix product.
         self._step_masks = {}
         for key in mask_keys(self.graph):
             p = mask_rate(key, self)
             if self.training and p > 0:
-                self._step_masks[key] = self._bernoulli_mask((B, mask_size(self.graph, key)), p, embedded, key)
+                self._step_masks[key] = self._bernoulli_mask((B, mask_size(self.graph, key)), p, x, key)
         # past[name][j] = value at offset -(j + 1)
         past: Dict[str, List[Tensor]] = {}
         for name in self.graph.states:
             i, slot = slots[("state", name)]
             past[name] = [hidden[i][j] for j in range(slot.depth)]
 
-        theta = {s.name: self._theta(s) for s in self.graph.mixed_nodes()}
-        phi = {s.name: self._combine_weights(s) for s in self.graph.mixed_nodes()}
+        theta = {s.name: self._theta(s, x) for s in self.graph.mixed_nodes()}
+        phi = {s.name: self._combine_weights(s, x) for s in self.graph.mixed_nodes()}
         outputs = []
         for t in range(T):
             values: Dict[str, Tensor] = {}
@@ -319,16 +300,74 @@ class ReferenceModel(nn.Module):
             for name in self.graph.states:
                 past[name] = [values[stream_key(name, 0)]] + past[name][:-1]
             outputs.append(past[self.graph.output][0])
-        output = torch.stack(outputs)
-        if self.training and self.dropout > 0:
-            output = output * self._bernoulli_mask((1, B, self.output_dim), self.dropout, output, "dropout")
-        decoder = self.encoder.weight if self.tied else self.decoder_weight
-        logits = output @ decoder.t() + self.decoder_bias
-
         new_hidden: List[Tensor] = []
         for slot in self.slots:
             if slot.kind == "state":
                 new_hidden.append(torch.stack(past[slot.stream]))
             else:
                 new_hidden.append(sequences[slot.stream][-slot.depth :].flip(0))
+        return torch.stack(outputs), new_hidden
+
+
+class ReferenceModel(_ReferenceCellParts):
+    """The language model: embedding, the cell, locked output dropout, decoder."""
+
+    def __init__(self, graph: CellGraph, config: ModelConfig):
+        super().__init__()
+        self._init_cell_settings(graph, config)
+        self.tied = decoder_tied(graph)
+        self.dropout, self.dropouti, self.dropoute = config.dropout, config.dropouti, config.dropoute
+
+        self.encoder = nn.Embedding(config.vocab, self.ninp)
+        if not self.tied:
+            self.decoder_weight = nn.Parameter(torch.empty(config.vocab, self.output_dim))
+        self.decoder_bias = nn.Parameter(torch.zeros(config.vocab))
+        self._add_cell_parameters()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.encoder.weight.uniform_(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+            if not self.tied:
+                self.decoder_weight.uniform_(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+            self.decoder_bias.zero_()
+        self._reset_cell_parameters()
+
+    def _hidden_like(self) -> Tensor:
+        return self.encoder.weight
+
+    def forward(self, tokens: Tensor, hidden: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        T, B = tokens.shape
+        weight = self.encoder.weight
+        if self.training and self.dropoute > 0:
+            weight = weight * self._bernoulli_mask((weight.shape[0], 1), self.dropoute, weight, "dropoute")
+        embedded = F.embedding(tokens, weight)
+        if self.training and self.dropouti > 0:
+            embedded = embedded * self._bernoulli_mask((1, B, self.ninp), self.dropouti, embedded, "dropouti")
+        output, new_hidden = self.run_cell(embedded, hidden)
+        if self.training and self.dropout > 0:
+            output = output * self._bernoulli_mask((1, B, self.output_dim), self.dropout, output, "dropout")
+        decoder = self.encoder.weight if self.tied else self.decoder_weight
+        logits = output @ decoder.t() + self.decoder_bias
         return logits, new_hidden
+
+
+class ReferenceCell(_ReferenceCellParts):
+    """The cell alone (``--target cell``): ``out, hidden = cell(x, hidden)``."""
+
+    def __init__(self, graph: CellGraph, config: ModelConfig):
+        super().__init__()
+        self._init_cell_settings(graph, config)
+        # no parameter of its own: the device and dtype of init_hidden (not in the state dict)
+        self.register_buffer("device_anchor", torch.zeros(0), persistent=False)
+        self._add_cell_parameters()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self._reset_cell_parameters()
+
+    def _hidden_like(self) -> Tensor:
+        return self.device_anchor
+
+    def forward(self, x: Tensor, hidden: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        return self.run_cell(x, hidden)

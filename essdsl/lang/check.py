@@ -13,12 +13,11 @@ from typing import Optional, Union
 
 import networkx as nx
 
+from essdsl import ops
 from essdsl.lang import ir
 from essdsl.errors import CheckError, Diagnostic, ParseError, Report, error, has_errors, warning
 from essdsl.lang.graph import CellGraph, ECombine, MixedSpec, RExpr, Stream, UpdateSpec, build_graph
 
-ZERO = "zero"
-PARAMETER_FREE = {"identity"}
 
 
 def check_graph(graph: CellGraph, unsettled: Optional["Unsettled"] = None) -> list[Diagnostic]:
@@ -148,7 +147,7 @@ def _check_mixed(graph: CellGraph, spec: MixedSpec, span) -> list[Diagnostic]:
     for edge in spec.edges:
         if not edge.ops:
             diags.append(error(f"candidate '{edge.label}' of '{spec.name}' has no ops", span, "empty-candidates"))
-        elif all(op == ZERO for op in edge.ops):
+        elif all(ops.is_zero(op) for op in edge.ops):
             diags.append(
                 error(f"candidate '{edge.label}' of '{spec.name}' can only be 'zero', so it can never be kept", span, "empty-candidates")
             )
@@ -173,10 +172,11 @@ def _check_mixed(graph: CellGraph, spec: MixedSpec, span) -> list[Diagnostic]:
         pass  # a pair's product is projected like a single source
     if spec.has_op_choice:
         all_ops = set(spec.op_names)
-        if ZERO not in all_ops and all_ops & PARAMETER_FREE and len(all_ops) > 1:
+        parameter_free = {op for op in all_ops if ops.is_parameter_free(op)}
+        if not any(ops.is_zero(op) for op in all_ops) and parameter_free and len(all_ops) > 1:
             diags.append(
                 warning(
-                    f"'{spec.name}' offers parameter-free op(s) {', '.join(sorted(all_ops & PARAMETER_FREE))} "
+                    f"'{spec.name}' offers parameter-free op(s) {', '.join(sorted(parameter_free))} "
                     "with no 'zero' op to compete; DARTS tends to collapse onto such ops",
                     span,
                     "collapse-risk",

@@ -24,7 +24,9 @@ from typing import Iterable, Optional, Union
 
 import networkx as nx
 
+from essdsl import ops as op_registry
 from essdsl.lang import ir
+from essdsl.lang.suggest import did_you_mean
 from essdsl.errors import Diagnostic, EssdslError, error
 from essdsl.lang.limits import MAX_CELL_EDGES, max_size, size_limit_message
 
@@ -348,7 +350,7 @@ class _Resolver:
         if op_ref.set_name is not None:
             op_set = self.op_sets.get(op_ref.set_name)
             if op_set is None:
-                if op_ref.set_name in ir.ACTIVATIONS:
+                if op_registry.is_op(op_ref.set_name):
                     self.err(
                         f"'{op_ref.set_name}' is an op, not an op set: write {{{op_ref.set_name}}}",
                         op_ref.span,
@@ -364,9 +366,9 @@ class _Resolver:
     def check_ops(self, ops: list[str], spans: list[ir.Span]) -> None:
         seen = set()
         for op, span in zip(ops, spans):
-            if op not in ir.ACTIVATIONS or op == "neg":
-                known = ", ".join(o for o in ir.ACTIVATIONS if o != "neg")
-                self.err(f"unknown op '{op}' (known ops: {known})", span, "unknown-op")
+            if op not in op_registry.candidate_ops():
+                known = ", ".join(op_registry.candidate_ops())
+                self.err(f"unknown op '{op}' (known ops: {known}){did_you_mean(op, op_registry.candidate_ops())}", span, "unknown-op")
             if op in seen:
                 self.err(f"op '{op}' listed twice", span, "duplicate-op")
             seen.add(op)
@@ -416,9 +418,9 @@ class _Resolver:
                 if allowed_keywords:
                     what += f" (it takes: {', '.join(sorted(allowed_keywords))})"
                 self.err(what, value.span, "bad-argument")
-        if fn in ir.ACTIVATIONS:
-            if fn == "zero":
-                self.err("'zero' is only meaningful as a candidate op of a mixed node", c.function_span, "bad-argument")
+        if op_registry.is_op(fn):
+            if op_registry.is_zero(fn):
+                self.err(f"'{fn}' is only meaningful as a candidate op of a mixed node", c.function_span, "bad-argument")
             if len(c.args) != 1 or isinstance(c.args[0], ir.Range):
                 self.err(f"'{fn}' takes exactly one argument", c.span, "bad-argument")
                 return None
@@ -452,8 +454,8 @@ class _Resolver:
                 self.err("highway(OP, INPUT…, carry = STATE) needs an op name and at least one input", c.span, "bad-argument")
                 return None
             op = c.args[0].name
-            if op not in ir.ACTIVATIONS or op in ("zero", "neg"):
-                self.err(f"unknown op '{op}' for highway", c.args[0].span, "unknown-op")
+            if op not in op_registry.applicable_ops():
+                self.err(f"unknown op '{op}' for highway{did_you_mean(op, op_registry.applicable_ops())}", c.args[0].span, "unknown-op")
                 return None
             inputs = args_expanded(c.args[1:])
             if "carry" in c.keywords:
@@ -467,8 +469,8 @@ class _Resolver:
                 return None
             counter[0] += 1
             return EHighway(op, tuple(inputs), carry, f"{param_safe(owner)}_w{counter[0] - 1}")
-        known = ", ".join(list(ir.FUNCTIONS) + [a for a in ir.ACTIVATIONS if a not in ("zero", "neg")])
-        self.err(f"unknown function '{fn}' (known: {known})", c.function_span, "unknown-op")
+        functions = list(ir.FUNCTIONS) + list(op_registry.applicable_ops())
+        self.err(f"unknown function '{fn}' (known: {', '.join(functions)}){did_you_mean(fn, functions)}", c.function_span, "unknown-op")
         return None
 
     # -- mixed nodes
@@ -720,7 +722,7 @@ def build_graph(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional
             if st.name in r.node_names or st.name in r.inputs or st.name in r.states:
                 r.err(f"'{st.name}' is defined twice", st.name_span, "duplicate-name")
                 continue
-            if st.name in ir.ACTIVATIONS or st.name in ir.FUNCTIONS:
+            if op_registry.is_op(st.name) or st.name in ir.FUNCTIONS:
                 r.err(f"'{st.name}' is an op or function name and cannot name a node", st.name_span, "reserved-name")
             r.node_names[st.name] = st.name_span
         elif isinstance(st, ir.OutputDecl):

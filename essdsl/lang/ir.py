@@ -12,10 +12,13 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Built-in operations.  The registry is open: a new op is a name here, a
-# function in the compiler and (for search) a flag saying whether it is the
-# "zero" op.  ``neg`` is what ``a - b`` means inside a sum.
-ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity", "zero", "neg")
+from essdsl import ops as _ops
+
+# The ops are not listed here: a new op is one entry in essdsl.ops (its name, torch
+# function, code template and flags), which the resolver, checker, code generator,
+# reference interpreter, stats, derive and health all read.  ACTIVATIONS is the
+# built-in ops' names, for readers that want a constant (the language server).
+ACTIVATIONS = _ops.names()
 TRANSFORMS = ("highway", "project")
 COMBINERS = ("sum", "product", "mean")
 SELECTIONS = ("edge_softmax", "node_softmax")

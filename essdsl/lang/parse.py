@@ -18,6 +18,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from essdsl.lang import ir
 from essdsl.lang import limits
+from essdsl.lang.suggest import did_you_mean
 from essdsl.errors import Diagnostic, ParseError
 
 GRAMMAR_NAME = "space.lark"
@@ -399,25 +400,20 @@ def _describe_unexpected(exc: UnexpectedInput, text: str) -> str:
         shown = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
         message += f"; expected one of: {shown}"
     if isinstance(exc, UnexpectedToken) and exc.token.type == "NAME":
-        guess = _closest_keyword(str(exc.token), terminals)
-        if guess:
-            message += f"; did you mean '{guess}'?"
+        message += did_you_mean(str(exc.token), _keywords(terminals))
     return message
 
 
-def _closest_keyword(word: str, terminals) -> Optional[str]:
-    """The keyword among ``terminals`` that ``word`` is most likely a misspelling of."""
-    import difflib
-
+def _keywords(terminals) -> list[str]:
+    """The keywords among ``terminals`` (what a misspelt name may have meant)."""
     keywords = []
     try:
         for term in _parser().terminals:
             if term.name in terminals and term.pattern.type == "str" and term.pattern.value.isidentifier():
                 keywords.append(term.pattern.value)
     except Exception:  # noqa: BLE001 - a suggestion is optional
-        return None
-    matches = difflib.get_close_matches(word, keywords, n=1, cutoff=0.75)
-    return matches[0] if matches else None
+        return []
+    return keywords
 
 
 _TERMINAL_NAMES = {

@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from essdsl import ops
 from essdsl.lang.graph import (
     CellGraph,
     EApply,
@@ -58,7 +59,7 @@ from essdsl.lang.graph import (
     norm_text,
 )
 
-ZERO = "zero"
+from essdsl.ops import ZERO  # noqa: F401 - re-exported
 
 
 # what stats raises when the graph cannot be measured as a language model (e.g. no input to embed)
@@ -79,7 +80,7 @@ def elementary_symmetric(values: list[int], degree: int) -> int:
 
 
 def nonzero_op_counts(spec: MixedSpec) -> list[int]:
-    return [sum(op != ZERO for op in edge.ops) for edge in spec.edges]
+    return [len(ops.nonzero(edge.ops)) for edge in spec.edges]
 
 
 def node_architectures(spec: MixedSpec) -> int:
@@ -334,7 +335,6 @@ def _growth_entry(graph: CellGraph) -> dict:
 # a highway mixed node keeps its stacked sources (E·d), the matmul output (2·E·d),
 # σ(c) (E·d), one output per saturating op (tanh/relu/sigmoid: E·d each) and the
 # mixture difference (E·d); BatchNorm keeps about 3·d.
-_SAVING_OPS = {"tanh", "relu", "sigmoid"}
 MEMORY_KEYS = ("batch_size", "bptt", "order", "activations_bytes", "parameters_bytes", "gradients_bytes",
                "optimizer_bytes", "unrolled_bytes", "total_bytes")
 
@@ -363,7 +363,7 @@ def node_saved_floats(graph: CellGraph, key: str, search: bool = True) -> int:
         return _expr_saved_floats(spec.expr, graph) + norm
     d = graph.dim(key)
     E = len(spec.edges)
-    saving = sum(1 for op in spec.op_names if op in _SAVING_OPS)
+    saving = sum(1 for op in spec.op_names if ops.saves_output(op))
     pairs = sum(d for e in spec.edges if len(e.sources) > 1)
     if spec.transform == "highway":
         floats = E * d * (4 + saving + (1 if spec.has_op_choice else 0)) + pairs

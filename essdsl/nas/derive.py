@@ -27,8 +27,7 @@ from pydantic import BaseModel
 
 from essdsl.lang import ir
 from essdsl.errors import EssdslError
-
-ZERO = "zero"
+from essdsl.ops import ZERO, is_zero  # noqa: F401 - ZERO re-exported (health, sample)
 
 
 class DeriveError(EssdslError):
@@ -108,7 +107,7 @@ def derive_node(entry: dict, logits) -> tuple[KeptEdge, ...]:
     for e, (row, m) in enumerate(zip(theta, mask)):
         best_k, best = None, -1.0
         for k, (p, ok) in enumerate(zip(row, m)):
-            if ok and ops[k] != ZERO and p > best:
+            if ok and not is_zero(ops[k]) and p > best:
                 best_k, best = k, p
         if best_k is not None:
             candidates.append((best, e, best_k))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from essdsl.lang.check import PARAMETER_FREE
+from essdsl.ops import is_parameter_free
 from essdsl.nas.derive import ZERO, combine_probabilities, derive_choices, entropy, op_probabilities
 
 # Below these a search is reported as not having learned its architecture.
@@ -117,7 +117,7 @@ def arch_health(manifest: dict, arch: dict, arch_start: Optional[dict] = None) -
         if len(offered - {ZERO}) < 2:
             continue  # no op choice: the node could not have collapsed
         op_nodes += 1
-        if all(edge.op in PARAMETER_FREE for edge in choice.edges):
+        if all(is_parameter_free(edge.op) for edge in choice.edges):
             parameter_free.append(node)
     return {
         "entropy_ratio": round(sum(entropies) / sum(uniform_entropies), 4) if uniform_entropies else None,
