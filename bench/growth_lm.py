@@ -59,7 +59,7 @@ def search(name, graph, corpus, args, run_dir, grow=False):
     run_cfg = RunConfig(epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt, seed=args.seed, eval_batch_size=10)
     t0 = time.time()
     if grow:
-        grower = Grower(graph, lambda g: build_model(g, cfg), cfg)
+        grower = Grower(graph, lambda g: build_model(g, cfg))
         probe = get_batch(batchify(corpus.valid, 10), 0, args.bptt)
         trainer = GrowingTrainer(model, corpus, run_cfg, run_dir, manifest, grower=grower, probe_batch=probe,
                                  model_config=cfg, describe_with=lambda m, mod: arch_summary(m, arch_of(mod)))

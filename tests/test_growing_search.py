@@ -50,7 +50,7 @@ def make(corpus, run_dir, mode="then_prune", when="every 1 epochs", epochs=3, bu
     cfg = ModelConfig(vocab=corpus.vocab, search=True, dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, dropoute=0.0)
     torch.manual_seed(0)
     model = build_model(base, cfg)
-    grower = Grower(base, lambda g: build_model(g, cfg), cfg)
+    grower = Grower(base, lambda g: build_model(g, cfg))
     probe = get_batch(batchify(corpus.valid, 4), 0, 8)
 
     def rebuild(m):

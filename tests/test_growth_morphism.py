@@ -83,7 +83,7 @@ def test_every_growth_step_keeps_the_loss(combine, mode):
     while state.size < 4:
         scramble(model, seed=steps)
         before = batch_loss(model, batch)
-        step = grow_step(model, graph, base, state, build, CONFIG)
+        step = grow_step(model, graph, base, state, build)
         if mode == "interleaved":
             assert set(step.pruned) == {f"s{i}" for i in range(1, state.size + 1)} - set(state.pruned)
             before = batch_loss(step.before_prune, batch)  # pruning changes the function; growing must not
@@ -94,14 +94,14 @@ def test_every_growth_step_keeps_the_loss(combine, mode):
         steps += 1
     assert steps == 3
     with pytest.raises(GrowthError, match="maximum"):
-        grow_step(model, graph, base, state, build, CONFIG)
+        grow_step(model, graph, base, state, build)
 
 
 def test_the_new_rows_are_zero_and_learn_at_once():
     base = load_graph_text(growing_space("product", "then_prune"), sizes=SIZES)
     model = build(base)
     scramble(model, 1)
-    step = grow_step(model, base, base, initial_state(base), build, CONFIG)
+    step = grow_step(model, base, base, initial_state(base), build)
     old_w, new_w = model.state_dict()["cell.h_t_w0"], step.model.state_dict()["cell.h_t_w0"]
     # rows: x[t] (6), s1 (5), then the new s2 (5)
     assert torch.equal(new_w[:11], old_w) and torch.count_nonzero(new_w[11:]) == 0
@@ -117,7 +117,7 @@ def test_a_highway_template_keeps_the_loss_too():
     base = load_graph_text(growing_space("sum", "then_prune", transform="highway"), sizes=SIZES)
     model = build(base)
     scramble(model, 2)
-    step = grow_step(model, base, base, initial_state(base), build, CONFIG)
+    step = grow_step(model, base, base, initial_state(base), build)
     assert abs(batch_loss(step.model, fixed_batch()) - batch_loss(model, fixed_batch())) <= 1e-10
 
 
@@ -130,7 +130,7 @@ def test_optimizer_state_follows_the_parameters():
     logits, _ = model(tokens, [h0])
     F.cross_entropy(logits.reshape(-1, CONFIG.vocab), targets.reshape(-1)).backward()
     optimizer.step()
-    step = grow_step(model, base, base, initial_state(base), build, CONFIG)
+    step = grow_step(model, base, base, initial_state(base), build)
     new_params = dict(step.model.named_parameters())
     new_optimizer = torch.optim.Adam(new_params.values(), lr=1e-3)
     carry_optimizer_state(optimizer, params, new_optimizer, new_params, step.maps)

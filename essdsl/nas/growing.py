@@ -34,11 +34,10 @@ from essdsl.nas.growth import GrowthError, GrowthStep, carry_optimizer_state, gr
 class Grower:
     """When and how a run's family grows (see the module docstring)."""
 
-    def __init__(self, base: CellGraph, build: Callable[[CellGraph], torch.nn.Module], config=None):
+    def __init__(self, base: CellGraph, build: Callable[[CellGraph], torch.nn.Module]):
         self.base = base
         self.plan = plan_of(base)
         self.build = build
-        self.config = config
         self.state: GrowthState = initial_state(base)
         self.events: list[dict] = []
         self._graph: Optional[CellGraph] = base
@@ -86,7 +85,7 @@ class Grower:
     def grow(self, model: torch.nn.Module, probe: Callable[[torch.nn.Module], float], epoch: int, step: int) -> GrowthStep:
         """One growth step of ``model`` (built from :attr:`graph`); ``probe(model)`` is the
         loss on a fixed batch.  ``epoch`` is the (1-based) epoch the growth belongs to."""
-        grown = grow_step(model, self.graph, self.base, self.state, self.build, self.config)
+        grown = grow_step(model, self.graph, self.base, self.state, self.build)
         loss_before = probe(grown.before_prune if grown.before_prune is not None else model)
         loss_after = probe(grown.model)
         event = {

@@ -152,15 +152,15 @@ def apply_map(m: TensorMap, new_value: torch.Tensor, old: dict) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ one step
-def prune_choices(model: torch.nn.Module, graph: CellGraph, config, members: list[str]) -> dict[str, PrunedMember]:
+def prune_choices(model: torch.nn.Module, graph: CellGraph, members: list[str]) -> dict[str, PrunedMember]:
     """The derived choice of each of ``members`` from the model's architecture weights
     (docs/semantics.md, "Discretization"), as :class:`PrunedMember` records."""
-    from essdsl.compile import build_manifest
+    from essdsl.compile.manifest import arch_entries
     from essdsl.nas.derive import derive_choices
+    from essdsl.tasks.base import arch_key, is_arch_parameter
 
-    manifest = build_manifest(graph, config, model)
-    arch = {name[name.find("arch."):]: p for name, p in model.named_parameters() if "arch." in name}
-    choices = derive_choices(manifest, arch)
+    arch = {arch_key(name): p for name, p in model.named_parameters() if is_arch_parameter(name)}
+    choices = derive_choices({"arch": arch_entries(graph)}, arch)
     out = {}
     for member in members:
         spec = graph.spec(member)
@@ -225,13 +225,11 @@ def grow_step(
     base: CellGraph,
     state: GrowthState,
     build: Callable[[CellGraph], torch.nn.Module],
-    config=None,
 ) -> GrowthStep:
     """Grow ``model`` (built from ``graph`` = ``base`` at ``state``) by one member.
 
     ``build(graph)`` makes a fresh model of the task around a graph (e.g.
-    ``lambda g: build_model(g, cfg)``), ``config`` is the model configuration (needed in
-    mode ``interleaved`` to derive the members' choices).  In mode ``interleaved`` the
+    ``lambda g: build_model(g, cfg)``).  In mode ``interleaved`` the
     existing members are pruned first; ``before_prune`` is then the model after pruning
     and before growing (the point the growth step keeps the function of)."""
     plan = plan_of(base)
@@ -241,7 +239,7 @@ def grow_step(
     pruned_model, pruned_graph, newly = model, graph, {}
     if plan.mode == "interleaved":
         open_members = [m for m in plan.members(state.size) if m not in pruned]
-        newly = prune_choices(model, graph, config, open_members)
+        newly = prune_choices(model, graph, open_members)
         pruned.update(newly)
         pruned_graph = graph_for(base, GrowthState(state.size, pruned))
         pruned_model = _like(build(pruned_graph), model)
