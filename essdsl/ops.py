@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from essdsl.errors import EssdslError
+
 ZERO = "zero"  # the "no connection" op: contributes nothing and is never kept
 NEG = "neg"  # what ``a - b`` means inside a sum; not nameable as a candidate
 
@@ -46,13 +48,17 @@ class Op:
 
     def __post_init__(self):
         if not self.name.isidentifier():
-            raise ValueError(f"op name {self.name!r} is not an identifier")
+            raise OpError(f"op name {self.name!r} is not an identifier")
         if self.code.count("{}") != 1:
-            raise ValueError(f"the code template of op '{self.name}' needs exactly one '{{}}' for the operand")
+            raise OpError(f"the code template of op '{self.name}' needs exactly one '{{}}' for the operand")
 
     def render(self, operand: str) -> str:
         """The generated code applying this op to ``operand``."""
         return self.code.format(operand)
+
+
+class OpError(EssdslError, ValueError):
+    """An op that cannot be registered or is not registered."""
 
 
 _REGISTRY: dict[str, Op] = {}
@@ -61,7 +67,7 @@ _REGISTRY: dict[str, Op] = {}
 def register(op: Op) -> Op:
     """Add ``op`` (its name must be new); returns it."""
     if op.name in _REGISTRY:
-        raise ValueError(f"op '{op.name}' is already registered")
+        raise OpError(f"op '{op.name}' is already registered")
     _REGISTRY[op.name] = op
     return op
 
@@ -120,7 +126,7 @@ def apply(name: str, value):
     """The reference computation of op ``name`` on a tensor."""
     op = _REGISTRY.get(name)
     if op is None:
-        raise ValueError(f"no op '{name}'")
+        raise OpError(f"no op '{name}'")
     return op.function(value)
 
 

@@ -40,6 +40,7 @@ def test_search_writes_run_files_and_derive_plot_eval(tmp_path):
         assert (run / name).exists(), name
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["space"]["sha256"] and manifest["seed"] == 0 and manifest["sizes"] == {"ninp": 16, "nhid": 16}
+    assert manifest["task"] == "lm"  # --task's default, recorded so that resume and eval use it
     assert {"essdsl", "torch"} <= set(manifest["versions"])
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_ppl", "valid_ppl", "genotype", "arch_entropy", "arch", "elapsed_s"} <= set(record)
@@ -64,6 +65,7 @@ def test_search_writes_run_files_and_derive_plot_eval(tmp_path):
     e = essdsl("eval", trained / "model.pt", "--split", "test")
     assert e.returncode == 0, e.stderr
     assert "test ppl" in e.stdout
+    assert_clean_failure(essdsl("eval", trained, "--task", "tagging"), "unknown task 'tagging' (known: lm")
 
     c = essdsl("compare", run, trained)
     assert c.returncode == 0, c.stderr
@@ -128,6 +130,9 @@ def test_resume_refuses_a_changed_space_and_a_corrupt_checkpoint(tmp_path):
         (["derive", "/nonexistent/run"], "does not exist"),
         (["eval", "/nonexistent/model.pt"], "no checkpoint"),
         (["search", "build/none.pt"], "no such compiled artifact"),
+        (["search", "spaces/darts_rnn.space", "--task", "chess"], "unknown task 'chess'"),
+        (["search", "spaces/darts_rnn.space", "--task-option", "colour=red"], "task 'lm' has no option 'colour'"),
+        (["train", "genotypes/darts_v1.space", "--task-option", "synthetic_tokens=many"], "option 'synthetic_tokens' expects int"),
     ],
 )
 def test_bad_arguments_fail_cleanly(args, fragment):

@@ -242,3 +242,22 @@ def test_cli_compile_target_cell_end_to_end(tmp_path):
 
     bad = _essdsl("compile", str(space), "--target", "tagger", cwd=tmp_path)
     assert bad.returncode != 0 and "--target must be 'lm' or 'cell'" in bad.stderr + bad.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*deprecated:DeprecationWarning")
+def test_cli_compile_target_cell_exports_a_trained_runs_cell(tmp_path):
+    run = tmp_path / "trained"
+    small = ["--ninp", "16", "--nhid", "16", "--batch-size", "16", "--bptt", "10", "--threads", "1", "--synthetic-tokens", "4000"]
+    t = _essdsl("train", str(ROOT / "genotypes/darts_v1.space"), *small, "--max-steps", "2", "--epochs", "1", "--no-compile",
+                "--out", str(run), cwd=tmp_path)  # fmt: skip
+    assert t.returncode == 0, t.stderr
+    c = _essdsl("compile", str(ROOT / "genotypes/darts_v1.space"), "--target", "cell", "--weights", str(run / "model.pt"),
+                "-o", "cell.pt", cwd=tmp_path)  # fmt: skip
+    assert c.returncode == 0, c.stderr
+    cell = torch.jit.load(str(tmp_path / "cell.pt"))
+    assert not cell.training
+    state = torch.load(run / "model.pt", weights_only=True)
+    weights = state.get("best_model") or state["model"]
+    params = dict(cell.named_parameters())
+    assert params and all(torch.equal(p, weights[name]) for name, p in params.items())

@@ -15,7 +15,9 @@ from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_model
 from essdsl.compile.fast import (CompileInfo, SavedActivations, _with_fallback, autocast, compile_loss, compile_step,
                                  is_compiled, uncompile_step)
-from essdsl.nas.search import BilevelOptimizer, RunConfig, cross_entropy, evaluate_loss, frozen, split_parameters
+from essdsl.nas.bilevel import BilevelOptimizer, frozen, split_parameters
+from essdsl.nas.runconfig import RunConfig
+from essdsl.tasks.lm import cross_entropy, evaluate_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_DROPOUT = dict(dropout=0, dropouth=0, dropoutx=0, dropouti=0, dropoute=0)

@@ -180,7 +180,9 @@ def _tiny_trainer(run_dir, max_steps=4):
     from essdsl.lang.check import load_graph
     from essdsl.compile import ModelConfig, build_manifest, build_model
     from essdsl.tasks.corpus import synthetic_corpus
-    from essdsl.nas.search import RunConfig, Trainer
+    from essdsl.nas.runconfig import RunConfig
+    from essdsl.nas.trainer import Trainer
+    from essdsl.tasks.lm import LanguageModelTask
 
     torch.set_num_threads(1)  # as the CLI does for small cells: two threads on a busy machine are 20x slower
     corpus = synthetic_corpus(0, train=3000, valid=600, test=300)
@@ -189,19 +191,20 @@ def _tiny_trainer(run_dir, max_steps=4):
     torch.manual_seed(0)
     model = build_model(graph, cfg)
     run_cfg = RunConfig(epochs=1, max_steps=max_steps, batch_size=8, eval_batch_size=10, bptt=8)
-    return Trainer(model, corpus, run_cfg, run_dir, build_manifest(graph, cfg, model))
+    return Trainer(model, LanguageModelTask(corpus, bptt=run_cfg.bptt), run_cfg, run_dir, build_manifest(graph, cfg, model))
 
 
 def test_validation_losses_that_are_not_a_good_state():
-    from essdsl.nas.search import usable_validation_loss
+    from essdsl.nas.trainer import usable_validation_loss
 
-    assert usable_validation_loss(3.9, 50) and usable_validation_loss(20.0, 50)
+    chance = math.log(50)  # guessing among 50 words
+    assert usable_validation_loss(3.9, chance) and usable_validation_loss(20.0, chance)
     for loss in (math.inf, math.nan, -math.inf, 5.6e20, 1e3):
-        assert not usable_validation_loss(loss, 50), loss
+        assert not usable_validation_loss(loss, chance), loss
 
 
 def test_divergence_before_any_checkpoint_names_no_missing_file_and_shows_the_rollbacks(tmp_path):
-    from essdsl.nas.search import Diverged
+    from essdsl.nas.runconfig import Diverged
 
     trainer = _tiny_trainer(tmp_path / "run")
     trainer._train_step = lambda: math.nan
@@ -215,8 +218,8 @@ def test_divergence_before_any_checkpoint_names_no_missing_file_and_shows_the_ro
 def test_an_absurd_finite_validation_loss_is_rolled_back(tmp_path):
     trainer = _tiny_trainer(tmp_path / "run")
     real = trainer.evaluate
-    losses = iter([5.6e20])
-    trainer.evaluate = lambda data=None: next(losses, None) or real(data)
+    losses = iter([{"loss": 5.6e20, "ppl": math.inf}])
+    trainer.evaluate = lambda split="valid": next(losses, None) or real(split)
     notes = trainer.notes
     trainer.run()
     # lr 20 on this tiny model really does reach ~1e20 after a few steps: more rollbacks may follow
@@ -316,7 +319,7 @@ CHECKPOINT_DAMAGE = {
     "weights not tensors": (lambda s: {**s, "model": {k: 0 for k in s["model"]}}, "model."),
     "history null": (lambda s: {**s, "history": None}, "field 'history'"),
     "rng missing": (lambda s: {k: v for k, v in s.items() if k != "rng"}, "field 'rng': missing"),
-    "sizes wrong": (lambda s: {**s, "sizes": "big"}, "field 'sizes'"),
+    "sizes wrong": (lambda s: {**s, "run": {**s["run"], "sizes": "big"}}, "run.sizes"),
 }
 
 
@@ -326,7 +329,8 @@ def test_checkpoint_of_the_wrong_shape_names_the_field(run_copy, damage):
     import torch
 
     from essdsl.nas.runfiles import save_checkpoint
-    from essdsl.nas.search import RunError, load_checkpoint
+    from essdsl.nas.checkpoint import load_checkpoint
+    from essdsl.nas.runconfig import RunError
 
     change, fragment = CHECKPOINT_DAMAGE[damage]
     state = torch.load(run_copy / "checkpoint.pt", weights_only=True)
@@ -359,12 +363,13 @@ def test_tampered_checkpoint_is_refused_and_pickled_code_is_not_advised(run_copy
 
     import torch
 
-    from essdsl.nas.search import RunError, load_checkpoint
+    from essdsl.nas.checkpoint import load_checkpoint
+    from essdsl.nas.runconfig import RunError
 
     manifest = json.loads((run_copy / "manifest.json").read_text())
     del manifest["checksums"]  # a run from before checksums: only the unpickler guards it
     (run_copy / "manifest.json").write_text(json.dumps(manifest))
-    torch.save({"format": "essdsl-checkpoint-1", "x": _Payload()}, run_copy / "checkpoint.pt")
+    torch.save({"format": "essdsl-checkpoint-2", "x": _Payload()}, run_copy / "checkpoint.pt")
     with pytest.raises(RunError) as caught:
         load_checkpoint(run_copy / "checkpoint.pt")
     assert "the Python object print" in str(caught.value) and "weights_only" not in str(caught.value)

@@ -1,4 +1,4 @@
-"""One architecture step of essdsl's search (essdsl/nas/search.py) against the procedure
+"""One architecture step of essdsl's search (essdsl/nas/bilevel.py) against the procedure
 of the official DARTS ``architect.py`` (re-implemented in
 essdsl/benchmark/official_darts.py), on the same weights, batches and dropout
 masks, in float64, equal to rounding: first order; second order with
@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from essdsl.benchmark.official_darts import essdsl_named, official_arch_gradient
-from essdsl.nas.search import BilevelOptimizer, RunConfig, cross_entropy, split_parameters
+from essdsl.nas.bilevel import BilevelOptimizer, split_parameters
+from essdsl.nas.runconfig import RunConfig
+from essdsl.tasks.lm import cross_entropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_official_darts import B, V, pair, shared_masks  # noqa: E402

@@ -12,7 +12,10 @@ from essdsl.compile import ModelConfig, build_manifest, build_model
 from essdsl.tasks.corpus import synthetic_corpus
 from essdsl.nas.derive import arch_summary, derive_choices, genotype_text
 from essdsl.lang.parse import parse_space
-from essdsl.nas.search import Diverged, RunConfig, Trainer, split_parameters
+from essdsl.nas.bilevel import split_parameters
+from essdsl.nas.runconfig import Diverged, Interrupted, RunConfig
+from essdsl.nas.trainer import Trainer
+from essdsl.tasks.lm import LanguageModelTask
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"ninp": 16, "nhid": 16}
@@ -33,7 +36,7 @@ def make_trainer(name, corpus, run_dir, order="first", max_steps=4, epochs=1, se
     manifest = build_manifest(graph, cfg, model)
     run_cfg = RunConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_batch_size=10, bptt=bptt, order=order, seed=seed, **overrides)
     arch_view = lambda m: arch_summary(manifest, {n: p for n, p in m.named_parameters() if n.startswith("arch.")})
-    trainer = Trainer(model, corpus, run_cfg, run_dir, manifest, describe_arch=arch_view)
+    trainer = Trainer(model, LanguageModelTask(corpus, bptt=bptt), run_cfg, run_dir, manifest, describe_arch=arch_view)
     return trainer, manifest, parse_space(path.read_text(), str(path))
 
 
@@ -80,8 +83,6 @@ def test_resume_mid_epoch_gives_the_same_result(tmp_path, corpus):
             first.request_stop()
 
     first.on_step = stop_after_five
-    from essdsl.nas.search import Interrupted
-
     with pytest.raises(Interrupted):
         first.run()
     resumed, _, _ = make_trainer("darts_rnn", corpus, tmp_path / "b", max_steps=None, epochs=2, batch_size=16, bptt=20)
@@ -126,8 +127,8 @@ def test_train_mode_has_no_arch_step_and_learns(tmp_path, corpus):
     # 4 epochs: from the official initialisation (embedding +-0.04, was +-0.1) the loss stays on
     # a plateau for about two epochs (3.91 -> 3.86, 3.84, 3.54, 2.88)
     run_cfg = RunConfig(search=False, epochs=4, max_steps=None, batch_size=16, bptt=10, lr=20, wd=8e-7, asgd=True, nonmono=0)
-    trainer = Trainer(model, corpus, run_cfg, tmp_path, build_manifest(graph, cfg, model), checkpoint_name="model.pt")
-    initial = trainer.evaluate()
+    trainer = Trainer(model, LanguageModelTask(corpus, bptt=run_cfg.bptt), run_cfg, tmp_path, build_manifest(graph, cfg, model), checkpoint_name="model.pt")
+    initial = trainer.evaluate()["loss"]
     history = trainer.run()
     assert history[-1]["valid_loss"] < initial - 0.3
     assert (tmp_path / "model.pt").exists()

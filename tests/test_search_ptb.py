@@ -9,7 +9,9 @@ import torch
 from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_manifest, build_model
 from essdsl.tasks.corpus import load_text_corpus
-from essdsl.nas.search import RunConfig, Trainer
+from essdsl.nas.runconfig import RunConfig
+from essdsl.nas.trainer import Trainer
+from essdsl.tasks.lm import LanguageModelTask
 
 ROOT = Path(__file__).resolve().parents[1]
 PTB = ROOT.parent / "shared" / "data" / "ptb"
@@ -27,7 +29,7 @@ def test_small_ptb_search_lowers_valid_perplexity(tmp_path):
     torch.manual_seed(0)
     model = build_model(graph, cfg)
     run = RunConfig(epochs=1, max_steps=200, batch_size=32, eval_batch_size=50, bptt=20, lr=20, seed=0)
-    trainer = Trainer(model, corpus, run, tmp_path, build_manifest(graph, cfg, model))
+    trainer = Trainer(model, LanguageModelTask(corpus, bptt=run.bptt), run, tmp_path, build_manifest(graph, cfg, model))
     # a freshly initialised model is close to uniform over the vocabulary
     before = corpus.vocab
     history = trainer.run()

@@ -11,7 +11,8 @@ from torch.func import functional_call
 
 from essdsl.lang.check import load_graph_text
 from essdsl.compile import ModelConfig, build_manifest, build_model
-from essdsl.nas.search import BilevelOptimizer, RunConfig, arch_masks, split_parameters
+from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters
+from essdsl.nas.runconfig import RunConfig
 
 TINY = """
 space tiny

@@ -44,7 +44,10 @@ from essdsl.lang.check import load_graph
 from essdsl.compile import ModelConfig, build_manifest, build_model
 from essdsl.compile.fast import SavedActivations, autocast, compile_loss, compile_step
 from essdsl.tasks.corpus import Corpus
-from essdsl.nas.search import RunConfig, Trainer, cross_entropy
+from essdsl.nas.runconfig import RunConfig
+from essdsl.nas.trainer import Trainer
+from essdsl.tasks.base import Batch
+from essdsl.tasks.lm import LanguageModelTask, cross_entropy
 from essdsl.lang.stats import memory_estimate, stats_dict
 from essdsl.benchmark.official_darts import OfficialDartsLM, load_essdsl_state
 
@@ -111,14 +114,16 @@ def _search_step_fn(model, graph, config, order: str, batch: int, tokens, target
     corpus = Corpus("random", [str(i) for i in range(vocab)], ids, ids, ids)
     cfg = RunConfig(search=True, batch_size=batch, bptt=tokens.size(0), lr=1.0, order=order)
     manifest = build_manifest(graph, config, model)
-    trainer = Trainer(model, corpus, cfg, run_dir, manifest=manifest, device=tokens.device, loss=loss)
-    trainer.hidden = model.init_hidden(batch)
-    trainer.search_hidden = model.init_hidden(batch)
-    v_tokens, v_targets = targets, tokens  # another segment of the same shape
+    task = LanguageModelTask(corpus, bptt=cfg.bptt, criterion=loss)
+    trainer = Trainer(model, task, cfg, run_dir, manifest=manifest, device=tokens.device)
+    train_batch = Batch((tokens, targets), targets.numel())
+    search_batch = Batch((targets, tokens), targets.numel())  # another segment of the same shape
+    trainer.carry = model.init_hidden(batch)
+    trainer.search_carry = model.init_hidden(batch)
 
     def step():
-        trainer.arch_update(tokens, targets, v_tokens, v_targets)
-        trainer.weight_update(tokens, targets)
+        trainer.arch_update(train_batch, search_batch)
+        trainer.weight_update(train_batch)
 
     return step
 

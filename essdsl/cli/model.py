@@ -115,14 +115,16 @@ def compile_command(
 def _trained_weights(file: Path, checkpoint: Path, sizes: dict) -> dict:
     """Sizes, model config and weights (best epoch's if kept) of a run's checkpoint, which
     must have been trained on ``file``'s exact text (the run records it)."""
-    from essdsl.nas.search import RunError, load_checkpoint
+    from essdsl.nas.checkpoint import load_checkpoint
+    from essdsl.nas.runconfig import RunError
 
     try:
         state = load_checkpoint(checkpoint)
     except RunError as exc:
         fail(str(exc))
     try:
-        text, run_sizes, model_config = state["space_text"], dict(state["sizes"]), dict(state["model_config"])
+        described = state["run"]
+        text, run_sizes, model_config = described["space_text"], dict(described["sizes"]), dict(described["model_config"])
     except KeyError:
         fail(f"{checkpoint} lacks the model description (space, sizes); it was not written by essdsl train/search")
     try:

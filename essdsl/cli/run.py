@@ -20,21 +20,9 @@ from essdsl.cli import app
 from essdsl.files import check_run_folder, remove_stale_temp_files
 from essdsl.options import check_corpus_fits, check_options, run_batches
 from essdsl.cli.common import fail, fail_space
+from essdsl.errors import EssdslError
+from essdsl.tasks import options_help
 
-# Sizes and hyperparameters used on the built-in synthetic corpus (no --data):
-# small enough that `essdsl search spaces/ess_joint.space` ends in minutes on
-# two CPU cores.  With --data the DARTS settings (DESIGN.md §3) apply.
-SYNTHETIC_SEARCH = dict(ninp=32, nhid=32, batch_size=32, bptt=20, epochs=3, lr=20.0)
-DARTS_SEARCH = dict(ninp=300, nhid=300, batch_size=256, bptt=35, epochs=50, lr=20.0)
-# From the official DARTS initialisation (embedding uniform(+-0.04)) a derived cell on the
-# built-in corpus sits on a plateau at the unigram model for about four epochs before it
-# learns (the demo's genotype: valid ppl 45.0 after epochs 1-4, 11.8 after 5, 3.7 after 9).
-SYNTHETIC_TRAIN = dict(ninp=32, nhid=32, batch_size=32, bptt=20, epochs=8, lr=20.0)
-SYNTHETIC_FINAL_EPOCHS = 8
-DARTS_TRAIN = dict(ninp=850, nhid=850, batch_size=64, bptt=35, epochs=300, lr=20.0)
-SYNTHETIC_DROPOUTS = dict(dropout=0.1, dropouth=0.05, dropoutx=0.1, dropouti=0.05, dropoute=0.0)
-DARTS_SEARCH_DROPOUTS = dict(dropout=0.75, dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.0)
-DARTS_TRAIN_DROPOUTS = dict(dropout=0.75, dropouth=0.25, dropoutx=0.75, dropouti=0.2, dropoute=0.1)
 RUN_MANIFEST = "manifest.json"
 SEARCH_CHECKPOINT = "checkpoint.pt"
 TRAIN_CHECKPOINT = "model.pt"
@@ -127,13 +115,39 @@ def _load_graph_text(text: str, path: str, sizes: dict):
         fail_space(exc)
 
 
-def _load_corpus(data: Optional[str], seed: int, synthetic_tokens: Optional[int] = None):
-    from essdsl.tasks.corpus import DataError, load_corpus
+def _load_task(name: str, seed: int, options: dict, **settings):
+    """The configured task (its data loaded), failing cleanly."""
+    from essdsl import tasks
 
     try:
-        return load_corpus(data, seed, synthetic_tokens)
-    except DataError as exc:
+        return tasks.create(name, seed, options, **settings)
+    except EssdslError as exc:
         fail(str(exc))
+
+
+def _check_task(name: Optional[str]) -> None:
+    """An unknown --task fails before any work."""
+    from essdsl import tasks
+
+    if name is not None:
+        try:
+            tasks.get(name)
+        except EssdslError as exc:
+            fail(str(exc))
+
+
+def _task_options(task: str, given: list[str], **flags) -> dict:
+    """The task's options from --task-option KEY=VALUE and the LM's own flags (--data, ...)."""
+    from essdsl import tasks
+
+    try:
+        options = tasks.parse_options(task, given or [])
+    except EssdslError as exc:
+        fail(str(exc))
+    for key, value in flags.items():
+        if value is not None:
+            options[key] = value
+    return options
 
 
 def _compile_mode(enabled: bool, device) -> Optional[str]:
@@ -225,7 +239,7 @@ def _compile_key(space_sha: str, model_cfg, cfg, dev) -> str:
     return json.dumps(fields)
 
 
-def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[bool], dev, cfg, corpus, key: str) -> bool:
+def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[bool], dev, cfg, task, key: str) -> bool:
     """Decide whether to run the time step under torch.compile, say why in one line,
     and compile it if so.  ``requested``: --compile/--no-compile or ESSDSL_COMPILE (None:
     decide); ``restored``: the choice of the run being resumed (wins over the estimate)."""
@@ -237,6 +251,7 @@ def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[b
     elif requested is not None:
         chosen, reason = requested, ("compiling the time step: --compile or ESSDSL_COMPILE=1" if requested else "running eagerly: --no-compile or ESSDSL_COMPILE=0")
     else:
+        corpus = task.corpus
         rows = len(corpus.train) // cfg.batch_size
         steps = cfg.epochs * max(1, math.ceil((rows - 2) / expected_seq_len(cfg.bptt)))
         if cfg.max_steps is not None:
@@ -252,8 +267,12 @@ def _apply_compile_policy(model, requested: Optional[bool], restored: Optional[b
         chosen, reason = decision.compile, decision.reason
     print(f"essdsl: {reason}", file=sys.stderr)
     if chosen:
+        from essdsl.compile.fast import compile_loss
+
         enable_compile_cache()
         compile_step(model, mode=_compile_mode(True, dev), report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
+        # the compiled path compiles the training loss too (evaluation stays eager)
+        task.criterion = compile_loss(task.criterion, report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
     return chosen
 
 
@@ -264,26 +283,6 @@ def _mark_compiled(model, key: str) -> None:
     info = getattr(model, "_essdsl_compile_info", None)
     if info is not None and info.variants:
         mark_compiled(key)
-
-
-def _build(graph, vocab: int, search: bool, dropouts: dict, seed: int, source_text: Optional[str] = None, compile_mode: Optional[str] = None):
-    """The generated model, its manifest and config; with a ``compile_mode`` one time
-    step runs under torch.compile (the manifest and weights are the same)."""
-    import torch
-
-    try:
-        from essdsl.compile import ModelConfig, build_manifest, build_model
-    except ImportError as exc:  # pragma: no cover - only while the compiler is absent
-        fail(f"the compiler (essdsl.compile) is not available: {exc}")
-    torch.manual_seed(seed)
-    cfg = ModelConfig(vocab=vocab, search=search, **dropouts)
-    model = build_model(graph, cfg, impl="generated")
-    manifest = build_manifest(graph, cfg, model, source_text=source_text)
-    if compile_mode is not None:
-        from essdsl.compile.fast import compile_step
-
-        compile_step(model, mode=compile_mode, report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
-    return model, manifest, cfg
 
 
 def _versions() -> dict:
@@ -319,9 +318,18 @@ def _resumed_run(run_dir: Path, kind: str, noun: str) -> dict:
     return run
 
 
+def _resumed_task(run: dict, asked: Optional[str]) -> str:
+    """The task of a resumed run (runs from before --task are language-model runs); a
+    different --task is refused."""
+    recorded = run.get("task", "lm")
+    if asked is not None and asked != recorded:
+        fail(f"refusing to resume: --task {asked} is not the task this run used ({recorded})")
+    return recorded
+
+
 def _run_settings(run: dict) -> tuple:
     """What a resumed run continues with: its config, data folder, dropouts and synthetic size."""
-    from essdsl.nas.search import RunConfig
+    from essdsl.nas.runconfig import RunConfig
 
     return RunConfig.from_dict(run["config"]), run.get("data"), run["dropouts"], run.get("synthetic_tokens")
 
@@ -379,10 +387,10 @@ class _Progress:
         # The BPTT length varies per step, so the step count of the run is an
         # estimate: re-estimate it from the rows of the stream still to go, so
         # the bar ends exactly full.
-        rows = max(info.rows - 2, 1)
-        mean_len = rows / max(info.steps_per_epoch, 1)
-        rows_left = (info.epochs - info.epoch - 1) * rows + max(0, rows - info.position)
-        total = info.step + math.ceil(rows_left / mean_len)
+        units = max(info.units, 1)
+        mean_step = units / max(info.steps_per_epoch, 1)
+        units_left = (info.epochs - info.epoch - 1) * units + max(0, units - info.done)
+        total = info.step + math.ceil(units_left / mean_step)
         if info.total_steps is not None:
             total = min(total, info.total_steps)
         self.progress.update(
@@ -392,7 +400,7 @@ class _Progress:
             epoch=info.epoch + 1,
             loss=info.loss,
             ppl=math.exp(min(info.loss, 50)),
-            tps=info.tokens_per_s,
+            tps=info.items_per_s,
         )
 
     def epoch(self, record: dict, corpus) -> None:
@@ -445,13 +453,14 @@ def _epoch_line(record: dict, corpus) -> str:
 
 def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Optional[Path], run: Optional[dict],
               space_record: dict, sizes: dict, cfg, dropouts: dict, model_cfg, data_dir: Optional[str],
-              synthetic_tokens: Optional[int], corpus, dev, extra: Optional[dict] = None) -> tuple[Path, dict]:  # fmt: skip
+              synthetic_tokens: Optional[int], task, dev, extra: Optional[dict] = None) -> tuple[Path, dict]:  # fmt: skip
     """The run folder and its manifest: a new folder (manifest written atomically),
     or the resumed one after checking that the data is what it was started with."""
-    from essdsl.nas.search import atomic_write_text, data_fingerprint
+    from essdsl.files import atomic_write_text
 
-    check_corpus_fits(corpus, run_batches(cfg))  # before anything is written
-    fingerprint = data_fingerprint(corpus)
+    check_corpus_fits(task.corpus, run_batches(cfg))  # before anything is written
+    data = task.fingerprint()
+    fingerprint = data.pop("hash")
     if resume is not None:
         if run.get("data_fingerprint") != fingerprint:
             fail("refusing to resume: the data differs from what this run was started with")
@@ -461,6 +470,7 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
         fail(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     run = {
         "kind": kind,
+        "task": task.name,
         "run_id": run_dir.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "space": space_record,
@@ -472,7 +482,7 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
         "data": data_dir,
         "synthetic_tokens": synthetic_tokens,
         "data_fingerprint": fingerprint,
-        "corpus": {"name": corpus.name, "source": corpus.source, "vocab": corpus.vocab, "unigram_ppl": corpus.unigram_ppl, "floor_ppl": corpus.floor_ppl},
+        "corpus": data,
         "device": str(dev),
         "versions": _versions(),
         **(extra or {}),
@@ -481,29 +491,25 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
     return run_dir, run
 
 
-def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict, corpus, cfg, run_dir: Path, dev,
+def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict, task, cfg, run_dir: Path, dev,
                    resuming: bool, space: dict, sizes: dict, model_cfg, data_dir: Optional[str],
                    synthetic_tokens: Optional[int], describe_arch=None):  # fmt: skip
     """The Trainer of a search or training run (restored from its checkpoint when
     resuming) and the progress bar that will show it."""
-    from essdsl.compile.fast import compile_loss, is_compiled
-    from essdsl.nas.search import RunError, Trainer, cross_entropy
+    from essdsl.nas.runconfig import RunError
+    from essdsl.nas.trainer import Trainer
 
-    loss = cross_entropy
-    if is_compiled(model):  # the compiled path compiles the loss too
-        loss = compile_loss(cross_entropy, report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
     trainer = Trainer(
-        loss=loss,
         model=model,
-        corpus=corpus,
+        task=task,
         cfg=cfg,
         run_dir=run_dir,
         manifest=model_manifest,
         device=dev,
         checkpoint_name=checkpoint_name,
         describe_arch=describe_arch,
-        extra_state={"kind": kind, "space_text": space["text"], "space_path": space["path"], "sizes": sizes,
-                     "model_config": model_cfg.to_dict(), "data": data_dir, "synthetic_tokens": synthetic_tokens},  # fmt: skip
+        run_info={"kind": kind, "task": task.name, "space_text": space["text"], "space_path": space["path"], "sizes": sizes,
+                  "model_config": model_cfg.to_dict(), "data": data_dir, "synthetic_tokens": synthetic_tokens},  # fmt: skip
     )
     if resuming:
         try:
@@ -600,7 +606,8 @@ def _report_health(record: Optional[dict], out) -> None:
 
 
 def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None:
-    from essdsl.nas.search import Diverged, Interrupted, RunError, StopOnSigint, write_metrics
+    from essdsl.nas.runconfig import Diverged, Interrupted, RunError
+    from essdsl.nas.trainer import StopOnSigint, write_metrics
 
     def on_epoch(record):
         write_metrics(trainer.run_dir, trainer.history)
@@ -634,6 +641,8 @@ def _run_trainer(trainer, progress: _Progress, resume_hint: str, corpus) -> None
 @app.command()
 def search(
     space_or_artifact: str = typer.Argument(..., metavar="SPACE_OR_ARTIFACT", help="a .space file, or a compiled artifact build/<name>.pt (with build/<name>.manifest.json beside it)"),
+    task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help=f"a task's own setting (repeatable). {options_help()}"),
     data: Optional[str] = typer.Option(None, "--data", help="folder with train.txt/valid.txt/test.txt (PTB format); default: the built-in synthetic corpus"),
     ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 300 with --data, 32 on the synthetic corpus)"),
     nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 300 with --data, 32 on the synthetic corpus)"),
@@ -665,6 +674,7 @@ def search(
     """Search a space with bilevel (DARTS-family) optimization and write RUN_DIR/genotype.space."""
     check_options(locals())
     check_run_folder(out)
+    _check_task(task)
     if order not in ("first", "second"):
         fail(f"--order must be 'first' or 'second', not '{order}'")
     dev = _device(device)
@@ -673,6 +683,7 @@ def search(
 
     if resume is not None:
         run = _resumed_run(resume, "search", "a search")
+        task = _resumed_task(run, task)
         sizes = dict(run["sizes"])
         if ninp is not None or nhid is not None:
             asked = {"ninp": _pick(ninp, sizes.get("ninp")), "nhid": _pick(nhid, sizes.get("nhid"))}
@@ -692,13 +703,16 @@ def search(
         dev = _device(device)
         restored_compile = None if "compile_" in typed else (run.get("options") or {}).get("compile")
     else:
-        synthetic = data is None
-        base = SYNTHETIC_SEARCH if synthetic else DARTS_SEARCH
+        from essdsl.tasks.lm import PRESETS, preset_name
+
+        task = task or "lm"
+        preset = PRESETS[preset_name(data)]
+        base = preset["search"]
         sizes = {
             "ninp": _pick(ninp, space["sizes"].get("ninp", base["ninp"])),
             "nhid": _pick(nhid, space["sizes"].get("nhid", base["nhid"])),
         }
-        from essdsl.nas.search import RunConfig
+        from essdsl.nas.runconfig import RunConfig
 
         cfg = RunConfig(
             search=True,
@@ -715,7 +729,7 @@ def search(
             order=order,
             seed=seed,
         )
-        base_drop = SYNTHETIC_DROPOUTS if synthetic else DARTS_SEARCH_DROPOUTS
+        base_drop = preset["search_dropouts"]
         dropouts = {
             k: _pick(v, base_drop[k])
             for k, v in (("dropout", dropout), ("dropouth", dropouth), ("dropoutx", dropoutx), ("dropouti", dropouti), ("dropoute", dropoute))
@@ -724,34 +738,37 @@ def search(
 
     if resume is None:
         restored_compile = None
-    final_epochs = _pick(final_epochs, SYNTHETIC_FINAL_EPOCHS if data_dir is None else 0)
+    from essdsl.tasks.lm import PRESETS, preset_name
+
+    final_epochs = _pick(final_epochs, PRESETS[preset_name(data_dir)]["final_epochs"])
     if final_epochs < 0:
         fail(f"--final-epochs must be 0 or more, got {final_epochs}")
     graph = _load_graph_text(space["text"], space["path"], sizes)
     space_name = graph.name
     _set_threads(threads, max(sizes.values()))
-    corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
+    task_impl = _load_task(task, cfg.seed, _task_options(task, task_option, data=data_dir, synthetic_tokens=synthetic_tokens), bptt=cfg.bptt, dropouts=dropouts)
+    corpus = task_impl.corpus
     from essdsl.nas.derive import arch_summary
 
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, True, dropouts, cfg.seed, space["text"])
+    model, model_manifest, model_cfg = task_impl.build(graph, True, cfg.seed, space["text"])
     if not any(n.startswith("arch.") for n, _ in model.named_parameters()):
         fail(f"{space['path']} has no choices left (a genotype?): nothing to search; train it with 'essdsl train'")
     # The weights the search starts from (the seed fixes them, so a resumed run gets the same).
     arch_start = {n: p.detach().clone() for n, p in _arch_tensors(model, model_manifest).items()}
     compile_key = _compile_key(space["sha256"], model_cfg, cfg, dev)
-    compiled = _apply_compile_policy(model, compile_, restored_compile, dev, cfg, corpus, compile_key)
+    compiled = _apply_compile_policy(model, compile_, restored_compile, dev, cfg, task_impl, compile_key)
     options = {"compile": compiled, "compile_requested": compile_, "final_epochs": final_epochs, "threads": threads, "device": str(dev)}
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": space_name, "text": space["text"], "artifact": space["artifact"]}
     run_dir, run = _open_run(
         "search", SEARCH_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
-        model_cfg, data_dir, synthetic_tokens, corpus, dev, extra={"model_manifest": model_manifest, "options": options},
+        model_cfg, data_dir, synthetic_tokens, task_impl, dev, extra={"model_manifest": model_manifest, "options": options},
     )  # fmt: skip
     trainer, progress = _start_trainer(
-        "search", SEARCH_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
+        "search", SEARCH_CHECKPOINT, model, model_manifest, task_impl, cfg, run_dir, dev, resume is not None, space, sizes,
         model_cfg, data_dir, synthetic_tokens,
         describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)),
     )  # fmt: skip
-    trainer.assess_epoch = _health_check(model, model_manifest, arch_start, corpus)
+    trainer.assess_epoch = _health_check(model, model_manifest, arch_start, task_impl)
     progress.message(
         f"searching {space['path']} ({space_name}) on {corpus.describe()}; {sum(p.numel() for n, p in model.named_parameters() if not n.startswith('arch.')):,} weights, "
         f"{cfg.order}-order, run folder {run_dir}"
@@ -784,7 +801,7 @@ def _train_derived(genotype: Path, final_dir: Path, run: dict, cfg, sizes: dict,
     if resuming and _read_metrics(final_dir) and len(_read_metrics(final_dir)) >= epochs:
         return  # already trained by an earlier (resumed) run
     train(
-        genotype=str(genotype), data=run.get("data"), ninp=sizes["ninp"], nhid=sizes["nhid"], epochs=epochs,
+        genotype=str(genotype), task=run.get("task", "lm"), task_option=None, data=run.get("data"), ninp=sizes["ninp"], nhid=sizes["nhid"], epochs=epochs,
         max_steps=None, lr=20.0, wd=8e-7, clip=0.25, batch_size=cfg.batch_size, eval_batch_size=eval_batch_size,
         bptt=cfg.bptt, seed=cfg.seed, device=device, threads=threads, synthetic_tokens=run.get("synthetic_tokens"),
         out=None if resuming else final_dir, resume=final_dir if resuming else None, asgd=False, compile_=compile_,
@@ -806,14 +823,18 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
     out.print(f"the derived genotype {verdict} the unigram model ({format_ppl(final_record['valid_ppl'])} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
 
 
-def _health_check(model, manifest: dict, arch_start: dict, corpus):
+def _health_check(model, manifest: dict, arch_start: dict, task):
     """The trainer's per-epoch assessment of a search: :func:`essdsl.nas.health.search_health`
-    of the current architecture weights against the start and the unigram model."""
+    of the current architecture weights against the start and the task's baseline (LM: the
+    unigram model), compared on the task's first metric."""
     from essdsl.nas.health import search_health
+
+    metric = task.metrics[0].name
+    baseline = task.baseline("valid")
 
     def assess(record: dict) -> dict:
         arch = _arch_tensors(model, manifest)
-        return {"health": search_health(manifest, arch, arch_start, record["valid_ppl"], corpus.unigram_ppl)}
+        return {"health": search_health(manifest, arch, arch_start, record[f"valid_{metric}"], baseline[1] if baseline else None)}
 
     return assess
 
@@ -825,7 +846,8 @@ def derive(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the genotype (default RUN_DIR/genotype.space)"),
 ) -> None:
     """Derive the genotype again from a search run's last checkpoint."""
-    from essdsl.nas.search import RunError, load_checkpoint
+    from essdsl.nas.checkpoint import load_checkpoint
+    from essdsl.nas.runconfig import RunError
 
     run = _read_run_manifest(run_dir)
     if run.get("kind") != "search":
@@ -845,6 +867,8 @@ def derive(
 @app.command()
 def train(
     genotype: str = typer.Argument(..., metavar="GENOTYPE", help="a genotype .space file (no choices left)"),
+    task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help=f"a task's own setting (repeatable). {options_help()}"),
     data: Optional[str] = typer.Option(None, "--data", help="folder with train.txt/valid.txt/test.txt; default: the built-in synthetic corpus"),
     ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 850 with --data, 32 synthetic)"),
     nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 850 with --data, 32 synthetic)"),
@@ -868,12 +892,14 @@ def train(
     """Train a genotype as a discrete model from scratch; writes RUN_DIR/model.pt."""
     check_options(locals())
     check_run_folder(out)
+    _check_task(task)
     dev = _device(device)
     space = _resolve_space(genotype, ninp, nhid)
     run = None
 
     if resume is not None:
         run = _resumed_run(resume, "train", "a training run")
+        task = _resumed_task(run, task)
         sizes = dict(run["sizes"])
         asked = {"ninp": _pick(ninp, sizes["ninp"]), "nhid": _pick(nhid, sizes["nhid"])}
         _check_same_run(run, space, asked, "genotype")
@@ -890,10 +916,12 @@ def train(
         dev = _device(device)
         restored_compile = None if "compile_" in typed else (run.get("options") or {}).get("compile")
     else:
-        from essdsl.nas.search import RunConfig
+        from essdsl.nas.runconfig import RunConfig
+        from essdsl.tasks.lm import PRESETS, preset_name
 
-        synthetic = data is None
-        base = SYNTHETIC_TRAIN if synthetic else DARTS_TRAIN
+        task = task or "lm"
+        preset = PRESETS[preset_name(data)]
+        base = preset["train"]
         sizes = {"ninp": _pick(ninp, base["ninp"]), "nhid": _pick(nhid, base["nhid"])}
         cfg = RunConfig(
             search=False,
@@ -908,24 +936,25 @@ def train(
             seed=seed,
             asgd=asgd,
         )
-        dropouts = dict(SYNTHETIC_DROPOUTS if synthetic else DARTS_TRAIN_DROPOUTS)
+        dropouts = dict(preset["train_dropouts"])
         data_dir = str(Path(data).resolve()) if data is not None else None
     graph = _load_graph_text(space["text"], space["path"], sizes)
     _set_threads(threads, max(sizes.values()))
     if any(spec.has_op_choice or spec.has_combine_choice for spec in graph.mixed_nodes()):
         fail(f"{space['path']} still has choices; derive a genotype first (essdsl search / essdsl derive)")
-    corpus = _load_corpus(data_dir, cfg.seed, synthetic_tokens)
-    model, model_manifest, model_cfg = _build(graph, corpus.vocab, False, dropouts, cfg.seed, space["text"])
+    task_impl = _load_task(task, cfg.seed, _task_options(task, task_option, data=data_dir, synthetic_tokens=synthetic_tokens), bptt=cfg.bptt, dropouts=dropouts)
+    corpus = task_impl.corpus
+    model, model_manifest, model_cfg = task_impl.build(graph, False, cfg.seed, space["text"])
     compile_key = _compile_key(space["sha256"], model_cfg, cfg, dev)
-    compiled = _apply_compile_policy(model, compile_, restored_compile if resume is not None else None, dev, cfg, corpus, compile_key)
+    compiled = _apply_compile_policy(model, compile_, restored_compile if resume is not None else None, dev, cfg, task_impl, compile_key)
     space_record = {"path": space["path"], "sha256": space["sha256"], "name": graph.name, "text": space["text"]}
     run_dir, run = _open_run(
         "train", TRAIN_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
-        model_cfg, data_dir, synthetic_tokens, corpus, dev,
+        model_cfg, data_dir, synthetic_tokens, task_impl, dev,
         extra={"options": {"compile": compiled, "compile_requested": compile_, "threads": threads, "device": str(dev)}},
     )  # fmt: skip
     trainer, progress = _start_trainer(
-        "train", TRAIN_CHECKPOINT, model, model_manifest, corpus, cfg, run_dir, dev, resume is not None, space, sizes,
+        "train", TRAIN_CHECKPOINT, model, model_manifest, task_impl, cfg, run_dir, dev, resume is not None, space, sizes,
         model_cfg, data_dir, synthetic_tokens,
     )  # fmt: skip
     progress.message(f"training {space['path']} on {corpus.describe()}; {sum(p.numel() for p in model.parameters()):,} weights; run folder {run_dir}")
@@ -945,9 +974,12 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
     batch_size: int = typer.Option(10, "--batch-size", help="evaluation batch size"),
     bptt: int = typer.Option(35, "--bptt", help="evaluation segment length"),
+    task: Optional[str] = typer.Option(None, "--task", help="the task to evaluate on (default: the run's own)"),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help="a task's own setting (repeatable); see 'essdsl search --help'"),
 ) -> None:
     """Print the perplexity of a trained model on the valid or test split."""
     check_options(locals())
+    _check_task(task)
     if split not in ("valid", "test"):
         fail(f"--split must be valid or test, not '{split}'")
     if checkpoint.is_dir():
@@ -956,44 +988,43 @@ def evaluate(
         if not found:
             fail(f"{checkpoint} holds no {TRAIN_CHECKPOINT} or {SEARCH_CHECKPOINT}")
         checkpoint = found[0]
-    from essdsl.compile import ModelConfig
-    from essdsl.tasks.corpus import batchify
-    from essdsl.nas.search import RunError, evaluate_loss, load_checkpoint
+    from essdsl.nas.checkpoint import load_checkpoint
+    from essdsl.nas.runconfig import RunError
 
     dev = _device(device)
     try:
         state = load_checkpoint(checkpoint)
     except RunError as exc:
         fail(str(exc))
+    described = state["run"]
     try:
-        text, path, sizes, model_cfg = state["space_text"], state["space_path"], state["sizes"], dict(state["model_config"])
+        text, path, sizes, model_cfg = described["space_text"], described["space_path"], described["sizes"], dict(described["model_config"])
     except KeyError:
         fail(f"{checkpoint} lacks the model description (space, sizes); it was not written by essdsl train/search")
-    data_dir = data if data is not None else state.get("data")
+    task_name = _resumed_task({"task": described.get("task", "lm")}, task)
+    data_dir = data if data is not None else described.get("data")
     seed = int(state.get("config", {}).get("seed", 0))
-    corpus = _load_corpus(data_dir, seed, state.get("synthetic_tokens") if data is None else None)
+    dropouts = {k: v for k, v in model_cfg.items() if k.startswith("dropout")}
+    options = _task_options(task_name, task_option, data=data_dir, synthetic_tokens=described.get("synthetic_tokens") if data is None else None)
+    task_impl = _load_task(task_name, seed, options, bptt=bptt, dropouts=dropouts)
+    corpus = task_impl.corpus
     check_corpus_fits(corpus, [(split, batch_size)])
     if corpus.vocab != model_cfg["vocab"]:
         fail(f"the data has a vocabulary of {corpus.vocab} words but the model was trained with {model_cfg['vocab']}")
     graph = _load_graph_text(text, path, sizes)
-    import torch
-
-    from essdsl.compile import build_model
-
-    model = build_model(graph, ModelConfig(**model_cfg), impl="generated")
+    model = task_impl.build_model(graph, bool(model_cfg.get("search", False)), seed)
     weights = state.get("best_model") or state["model"]
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         fail(f"{checkpoint} does not match the model it describes ({str(exc).splitlines()[0]})")
     model.to(dev)
-    loss = evaluate_loss(model, batchify(corpus.split(split), batch_size).to(dev), bptt)
-    ppl = math.exp(loss)
+    metrics = task_impl.evaluate(model, split, batch_size)
+    loss, ppl = metrics["loss"], metrics["ppl"]
     line = f"{split} ppl {ppl:.2f}  (loss {loss:.4f} nats/token, {len(corpus.split(split)):,} tokens)"
     if corpus.floor_ppl is not None:
         line += f"  unigram {corpus.unigram_ppl:.2f}  floor {corpus.floor_ppl:.2f}"
     typer.echo(line)
-    del torch
 
 
 # ----------------------------------------------------------------- compare
@@ -1140,7 +1171,7 @@ def plot(
     import matplotlib.pyplot as plt
 
     folder = out or run_dir / "plots"  # created by the first write (a clear error if it is a file)
-    from essdsl.nas.search import atomic_write_bytes
+    from essdsl.files import atomic_write_bytes
 
     def save(fig, name):
         import io

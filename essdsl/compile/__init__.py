@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from essdsl.compile.config import ModelConfig, hidden_layout
+from essdsl.compile.config import CompileError, ModelConfig, hidden_layout
 from essdsl.compile.manifest import build_manifest, save_artifact, script_model
 from essdsl.compile.codegen import generate_source
 
@@ -27,13 +27,13 @@ def build_model(graph, config: ModelConfig, impl: str = "generated"):
         cls = load_source(generate_source(graph, config), graph)
         model = cls()
         if model.encoder.num_embeddings != config.vocab:
-            raise AssertionError("generated module does not match the configuration")
+            raise CompileError(f"the generated module has {model.encoder.num_embeddings} embeddings, not the configured {config.vocab}")
         return model
     if impl == "reference":
         from essdsl.compile.reference import ReferenceModel
 
         return ReferenceModel(graph, config)
-    raise ValueError(f"unknown implementation {impl!r} (use 'generated' or 'reference')")
+    raise CompileError(f"unknown implementation {impl!r} (known: generated, reference)")
 
 
 def build_cell(graph, config: ModelConfig, impl: str = "generated"):
@@ -53,10 +53,11 @@ def build_cell(graph, config: ModelConfig, impl: str = "generated"):
         from essdsl.compile.reference import ReferenceCell
 
         return ReferenceCell(graph, config)
-    raise ValueError(f"unknown implementation {impl!r} (use 'generated' or 'reference')")
+    raise CompileError(f"unknown implementation {impl!r} (known: generated, reference)")
 
 
 __all__ = [
+    "CompileError",
     "ModelConfig",
     "build_model",
     "build_cell",

@@ -26,22 +26,9 @@ import types
 from typing import Optional
 
 from essdsl import __version__, ops
-from essdsl.lang.graph import (
-    CellGraph,
-    EApply,
-    ECombine,
-    EHighway,
-    ELinear,
-    ERef,
-    FixedSpec,
-    MixedSpec,
-    RExpr,
-    Stream,
-    UpdateSpec,
-    bias_name,
-    parameter_layout,
-    param_safe,
-)
+from essdsl.lang.layout import bias_name, parameter_layout
+from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, ERef, RExpr, param_safe
+from essdsl.lang.graph import CellGraph, FixedSpec, MixedSpec, Stream, UpdateSpec
 from essdsl.compile.config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,
@@ -53,6 +40,7 @@ from essdsl.compile.config import (
     expr_operand_key,
     hidden_layout,
     CELL_DROPOUTS,
+    CompileError,
     mask_keys,
     mask_size,
     norm_target,
@@ -148,7 +136,7 @@ class _Generator:
 
     def __init__(self, graph: CellGraph, config: ModelConfig, target: str = "lm"):
         if target not in TARGETS:
-            raise ValueError(f"unknown compile target {target!r} (known: {', '.join(TARGETS)})")
+            raise CompileError(f"unknown compile target {target!r} (known: {', '.join(TARGETS)})")
         self.g = graph
         self.cfg = config
         self.target = target
@@ -178,7 +166,7 @@ class _Generator:
     def param_ok(self) -> None:
         for p in parameter_layout(self.g):
             if not p.name.isidentifier() or keyword.iskeyword(p.name):
-                raise ValueError(f"parameter name {p.name!r} is not a Python identifier")
+                raise CompileError(f"parameter name {p.name!r} is not a Python identifier")
 
     def project_same_size(self, spec: MixedSpec) -> bool:
         return len({self.g.dim(e.sources[0]) for e in spec.edges}) == 1

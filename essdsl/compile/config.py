@@ -10,22 +10,29 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from essdsl.lang.graph import (  # noqa: F401 - re-exported for the compiler
-    CellGraph,
-    EApply,
-    ECombine,
+from essdsl.lang.dims import expr_dim
+from essdsl.lang.exprs import (
     EHighway,
     ELinear,
     ERef,
-    MixedSpec,
     RExpr,
+    walk,
+)
+from essdsl.lang.graph import (  # noqa: F401 - re-exported for the compiler
+    CellGraph,
+    MixedSpec,
     Stream,
     decoder_tied,
     embedding_dim,
-    expr_dim,
 )
 from essdsl.compile.names import module_attribute
-from essdsl.ops import ZERO  # noqa: F401 - re-exported
+from essdsl.errors import EssdslError
+
+
+class CompileError(EssdslError, ValueError):
+    """A graph or setting the compiler cannot turn into a module (an unknown
+    implementation or target, a parameter name that is not an identifier, ...)."""
+
 
 # Initialisation ranges of the official DARTS code (quark0/darts rnn/model.py,
 # INITRANGE = 0.04): cell weights, the embedding and an untied decoder all
@@ -168,21 +175,16 @@ def expr_operand_key(graph: CellGraph, e: RExpr) -> str:
 def mask_keys(graph: CellGraph) -> list[str]:
     """Every variational mask a step reads, in a stable order (dropoutx per input stream, then dropouth per size)."""
     keys: dict[str, None] = {}
-
-    def walk(e):
-        if isinstance(e, (ELinear, EHighway)):
-            for t in e.inputs:
-                keys.setdefault(expr_operand_key(graph, t), None)
-        for child in _children(e):
-            walk(child)
-
     for k in graph.computed():
         spec = graph.spec(k)
         if isinstance(spec, MixedSpec):
             for edge in spec.edges:
                 keys.setdefault(operand_mask_key(graph, edge.sources), None)
         else:
-            walk(spec.expr)
+            for e in walk(spec.expr):
+                if isinstance(e, (ELinear, EHighway)):
+                    for t in e.inputs:
+                        keys.setdefault(expr_operand_key(graph, t), None)
     return sorted(keys, key=lambda k: (not k.startswith("dropoutx."), k))
 
 
@@ -194,18 +196,6 @@ def mask_rate(key: str, config) -> float:
 def mask_size(graph: CellGraph, key: str) -> int:
     kind, _, rest = key.partition(".")
     return graph.dims[rest] if kind == "dropoutx" else int(rest)
-
-
-def _children(e: RExpr) -> list:
-    if isinstance(e, EApply):
-        return [e.arg]
-    if isinstance(e, ECombine):
-        return list(e.terms)
-    if isinstance(e, ELinear):
-        return list(e.inputs)
-    if isinstance(e, EHighway):
-        return list(e.inputs) + [e.carry]
-    return []
 
 
 def past_stream_keys(graph: CellGraph) -> list[str]:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 from essdsl import __version__
-from essdsl.lang.graph import CellGraph, MixedSpec, arch_params, parameter_layout
-from essdsl.compile.config import CELL_DROPOUTS, ModelConfig, decoder_tied, embedding_dim, hidden_layout, op_mask, uses_norm
+from essdsl.lang.layout import arch_params, parameter_layout
+from essdsl.lang.graph import CellGraph, MixedSpec
+from essdsl.compile.config import CELL_DROPOUTS, CompileError, ModelConfig, decoder_tied, embedding_dim, hidden_layout, op_mask, uses_norm
 
 
 def _node_entry(graph: CellGraph, spec: MixedSpec, config: ModelConfig) -> dict:
@@ -117,7 +118,7 @@ def build_manifest(
         }
         missing = [name for name in manifest["arch"] if name not in params]
         if missing:
-            raise ValueError(f"model lacks the architecture tensors {missing}")
+            raise CompileError(f"the model lacks the architecture tensors {missing}")
     return manifest
 
 

@@ -22,20 +22,9 @@ from torch import Tensor, nn
 
 from essdsl import ops
 
-from essdsl.lang.graph import (
-    CellGraph,
-    EApply,
-    ECombine,
-    EHighway,
-    ELinear,
-    ERef,
-    MixedSpec,
-    RExpr,
-    Stream,
-    bias_name,
-    parameter_layout,
-    stream_key,
-)
+from essdsl.lang.layout import bias_name, parameter_layout
+from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, ERef, RExpr, stream_key
+from essdsl.lang.graph import CellGraph, MixedSpec, Stream
 from essdsl.compile.config import (
     ARCH_INIT_SCALE,
     CELL_INIT_RANGE,

@@ -16,7 +16,9 @@ import networkx as nx
 from essdsl import ops
 from essdsl.lang import ir
 from essdsl.errors import CheckError, Diagnostic, ParseError, Report, error, has_errors, warning
-from essdsl.lang.graph import CellGraph, ECombine, MixedSpec, RExpr, Stream, UpdateSpec, build_graph
+from essdsl.lang.exprs import ECombine, RExpr, walk
+from essdsl.lang.graph import CellGraph, MixedSpec, Stream, UpdateSpec
+from essdsl.lang.resolve import build_graph
 
 
 
@@ -197,16 +199,9 @@ def _check_mixed(graph: CellGraph, spec: MixedSpec, span) -> list[Diagnostic]:
 
 
 def _check_expr(e: RExpr, key: str, span, diags: list[Diagnostic]) -> None:
-    if isinstance(e, ECombine):
-        if e.combiner == "product" and len(e.terms) < 2:
+    for x in walk(e):
+        if isinstance(x, ECombine) and x.combiner == "product" and len(x.terms) < 2:
             diags.append(error(f"a Hadamard product in '{key}' needs at least two operands", span, "product-operands"))
-        for t in e.terms:
-            _check_expr(t, key, span, diags)
-    else:
-        for child in getattr(e, "inputs", ()) or ():
-            _check_expr(child, key, span, diags)
-        if hasattr(e, "arg"):
-            _check_expr(e.arg, key, span, diags)
 
 
 def check_space(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], list[Diagnostic]]:
@@ -239,15 +234,12 @@ def check_text(text: Union[str, bytes], path: str = "<space>", sizes: Optional[d
 
 
 def check_file(path: Union[str, Path], sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], Report]:
-    p = Path(path)
+    from essdsl.lang.parse import read_space_bytes
+
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        return None, Report(str(path), None, [Diagnostic("error", "no such file", code="io")])
-    except IsADirectoryError:
-        return None, Report(str(path), None, [Diagnostic("error", "is a directory, not a .space file", code="io")])
-    except OSError as exc:
-        return None, Report(str(path), None, [Diagnostic("error", f"cannot read: {exc.strerror}", code="io")])
+        data = read_space_bytes(path)
+    except ParseError as exc:
+        return None, Report(str(path), None, list(exc.diagnostics))
     return check_text(data, str(path), sizes)
 
 

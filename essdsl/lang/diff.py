@@ -54,7 +54,8 @@ from dataclasses import dataclass
 from typing import Union
 
 from essdsl.lang import ir
-from essdsl.lang.graph import CellGraph, ECombine, EApply, EHighway, ELinear, ERef, FixedSpec, MixedSpec, RExpr, Stream, UpdateSpec, norm_text
+from essdsl.lang.exprs import ECombine, EApply, EHighway, ELinear, ERef, RExpr
+from essdsl.lang.graph import CellGraph, FixedSpec, MixedSpec, Stream, UpdateSpec, norm_text
 
 EditValue = Union[str, int, None]
 
@@ -123,15 +124,6 @@ def _ops_text(ops) -> str:
     return "{" + ", ".join(sorted(ops)) + "}"
 
 
-def _window_text(window: ir.Window) -> str:
-    def time(offset: int) -> str:
-        return "t" if offset == 0 else f"t{offset:+d}"
-
-    if window.earliest == window.latest:
-        return f"[{time(window.earliest)}]"
-    return f"[{time(window.earliest)}..{time(window.latest)}]"
-
-
 def _edge_key(sources) -> str:
     """Candidate source label; a Hadamard pair is unordered."""
     return "*".join(sorted(sources)) if len(sources) > 1 else sources[0]
@@ -197,11 +189,11 @@ def _diff_streams(role: str, old_graph: CellGraph, new_graph: CellGraph, edits: 
     for name in old_windows.keys() | new_windows.keys():
         path = f"{role} {name}"
         if name not in new_windows:
-            edits.append(Edit("remove", path, old=f"{name}{_window_text(old_windows[name])} : {old_graph.dim_symbols.get(name)}"))
+            edits.append(Edit("remove", path, old=f"{name}{ir.window_text('', old_windows[name])} : {old_graph.dim_symbols.get(name)}"))
         elif name not in old_windows:
-            edits.append(Edit("insert", path, new=f"{name}{_window_text(new_windows[name])} : {new_graph.dim_symbols.get(name)}"))
+            edits.append(Edit("insert", path, new=f"{name}{ir.window_text('', new_windows[name])} : {new_graph.dim_symbols.get(name)}"))
         else:
-            old_window, new_window = _window_text(old_windows[name]), _window_text(new_windows[name])
+            old_window, new_window = ir.window_text('', old_windows[name]), ir.window_text('', new_windows[name])
             if old_window != new_window:
                 edits.append(Edit("update", f"{path}.window", old_window, new_window))
             old_size, new_size = old_graph.dim_symbols.get(name), new_graph.dim_symbols.get(name)

@@ -50,11 +50,7 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2}
 
 
 # ------------------------------------------------------------------ expressions
-def format_time(offset: int) -> str:
-    """``0`` -> ``t``, ``-2`` -> ``t-2``."""
-    if offset == 0:
-        return "t"
-    return f"t{offset:+d}"
+format_time = ir.time_text  # ``0`` -> ``t``, ``-2`` -> ``t-2``
 
 
 def format_ref(ref: ir.Ref) -> str:
@@ -131,9 +127,7 @@ def format_setting(setting: ir.GrowSetting) -> str:
 def format_window(window: Optional[ir.Window]) -> str:
     if window is None:
         return ""
-    if window.earliest == window.latest:
-        return f"[{format_time(window.earliest)}]"
-    return f"[{format_time(window.earliest)}..{format_time(window.latest)}]"
+    return ir.window_text("", window)
 
 
 def format_dim(dim: ir.Dim) -> str:

@@ -27,6 +27,18 @@ NORMS = ("batchnorm", "none")
 FUNCTIONS = ("linear", "project", "highway", "mean")
 
 
+def time_text(offset: int) -> str:
+    """A time offset as the language writes it: ``0`` -> ``t``, ``-2`` -> ``t-2``."""
+    return "t" if offset == 0 else f"t{offset:+d}"
+
+
+def window_text(name: str, window: "Window") -> str:
+    """``h[t-1]`` for a one-step window, ``h[t-3..t-1]`` otherwise (``name`` may be empty)."""
+    if window.earliest == window.latest:
+        return f"{name}[{time_text(window.earliest)}]"
+    return f"{name}[{time_text(window.earliest)}..{time_text(window.latest)}]"
+
+
 class Span(BaseModel):
     model_config = ConfigDict(frozen=True)
     line: int = 0

@@ -664,16 +664,22 @@ def parse_space(source: Union[str, bytes], path: str = "<space>") -> ir.Space:
     return space.model_copy(update={"comments": _collect_comments(text)})
 
 
+def read_space_bytes(path: Union[str, Path]) -> bytes:
+    """The bytes of a .space file; a missing or unreadable one raises ParseError with one
+    ``io`` diagnostic (``no such file``, ``is a directory…``, ``cannot read: …``)."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        message = "no such file"
+    except IsADirectoryError:
+        message = "is a directory, not a .space file"
+    except OSError as exc:
+        message = f"cannot read: {exc.strerror or exc}"
+    raise ParseError([Diagnostic("error", message, code="io")], str(path))
+
+
 def parse_file(path: Union[str, Path]) -> tuple[ir.Space, str]:
     """Read and parse a file; returns (space, text).  Missing/unreadable files raise ParseError."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ParseError([Diagnostic("error", "no such file", code="io")], str(path)) from None
-    except IsADirectoryError:
-        raise ParseError([Diagnostic("error", "is a directory, not a .space file", code="io")], str(path)) from None
-    except OSError as exc:
-        raise ParseError([Diagnostic("error", f"cannot read: {exc.strerror}", code="io")], str(path)) from None
+    data = read_space_bytes(path)
     space = parse_space(data, str(path))
     return space, strip_bom(data.decode("utf-8"))

@@ -10,23 +10,11 @@ sources.
 
 from __future__ import annotations
 
-from essdsl.lang.graph import (
-    CellGraph,
-    EApply,
-    ECombine,
-    EHighway,
-    ELinear,
-    ERef,
-    MixedSpec,
-    RExpr,
-    Stream,
-    UpdateSpec,
-    expr_dim,
-    arch_params,
-    expr_params,
-    mixed_params,
-    norm_text,
-)
+from essdsl.lang.layout import arch_params, expr_params, mixed_params
+from essdsl.lang.dims import expr_dim
+from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, ERef, RExpr
+from essdsl.lang.graph import CellGraph, MixedSpec, Stream, UpdateSpec, norm_text
+from essdsl.lang.ir import window_text
 
 
 # ----------------------------------------------------------------- expressions
@@ -75,13 +63,6 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "×".join(str(n) for n in shape)
 
 
-def _window_text(name: str, earliest: int, latest: int) -> str:
-    def t(offset: int) -> str:
-        return "t" if offset == 0 else f"t{offset:+d}"
-
-    return f"{name}[{t(earliest)}]" if earliest == latest else f"{name}[{t(earliest)}..{t(latest)}]"
-
-
 def _size_text(graph: CellGraph, name: str) -> str:
     symbol = graph.dim_symbols.get(name, "")
     value = graph.dims[name]
@@ -97,10 +78,10 @@ def describe(graph: CellGraph) -> str:
     if not graph.inputs:
         lines.append("  (none)")
     for name, w in graph.inputs.items():
-        lines.append(f"  {_window_text(name, w.earliest, w.latest):<16} : {_size_text(graph, name)}")
+        lines.append(f"  {window_text(name, w):<16} : {_size_text(graph, name)}")
     lines.append("states (past values come from earlier steps):")
     for name, w in graph.states.items():
-        lines.append(f"  {_window_text(name, w.earliest, w.latest):<16} : {_size_text(graph, name)}")
+        lines.append(f"  {window_text(name, w):<16} : {_size_text(graph, name)}")
     lines.append("")
     lines.append("nodes, in the order a step computes them:")
     for key in graph.computed():

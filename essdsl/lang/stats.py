@@ -38,24 +38,16 @@ from dataclasses import dataclass
 from typing import Optional
 
 from essdsl import ops
+from essdsl.lang.layout import arch_entry_count, arch_params, expr_params, mixed_params
+from essdsl.lang.dims import expr_dim
+from essdsl.lang.exprs import EApply, ECombine, EHighway, ELinear, RExpr, walk
 from essdsl.lang.graph import (
     CellGraph,
-    EApply,
-    ECombine,
-    EHighway,
-    ELinear,
-    ERef,
     LanguageModelError,
     MixedSpec,
-    RExpr,
     UpdateSpec,
-    arch_entry_count,
-    arch_params,
     decoder_tied,
     embedding_dim,
-    expr_dim,
-    expr_params,
-    mixed_params,
     norm_text,
 )
 
@@ -155,20 +147,17 @@ class NodeSize:
 
 
 def _expr_flops(e: RExpr, graph: CellGraph) -> int:
+    """Multiply-adds (x2) of an expression's matrix products; elementwise work is not counted."""
+    return sum(_own_flops(x, graph) for x in walk(e))
+
+
+def _own_flops(e: RExpr, graph: CellGraph) -> int:
     if isinstance(e, ELinear):
         fan_out = graph.sizes[e.dim_symbol] if e.dim_symbol else graph.width
-        return 2 * sum(expr_dim(t, graph) for t in e.inputs) * fan_out + sum(_expr_flops(t, graph) for t in e.inputs)
+        return 2 * sum(expr_dim(t, graph) for t in e.inputs) * fan_out
     if isinstance(e, EHighway):
-        fan_in = sum(expr_dim(t, graph) for t in e.inputs)
-        inner = sum(_expr_flops(t, graph) for t in e.inputs) + _expr_flops(e.carry, graph)
-        return 2 * fan_in * 2 * expr_dim(e.carry, graph) + inner
-    if isinstance(e, EApply):
-        return _expr_flops(e.arg, graph)
-    if isinstance(e, ECombine):
-        return sum(_expr_flops(t, graph) for t in e.terms)
-    if isinstance(e, ERef):
-        return 0
-    raise TypeError(f"unknown expression {e!r}")  # pragma: no cover
+        return 2 * sum(expr_dim(t, graph) for t in e.inputs) * 2 * expr_dim(e.carry, graph)
+    return 0
 
 
 def node_size(graph: CellGraph, key: str) -> NodeSize:
@@ -341,17 +330,19 @@ MEMORY_KEYS = ("batch_size", "bptt", "order", "activations_bytes", "parameters_b
 
 def _expr_saved_floats(e: RExpr, graph: CellGraph) -> int:
     """Floats a fixed expression keeps per token: each matmul's inputs and outputs, each activation's output."""
+    return sum(_own_saved_floats(x, graph) for x in walk(e))
+
+
+def _own_saved_floats(e: RExpr, graph: CellGraph) -> int:
     if isinstance(e, ELinear):
         fan_out = graph.sizes[e.dim_symbol] if e.dim_symbol else graph.width
-        return sum(expr_dim(t, graph) for t in e.inputs) + fan_out + sum(_expr_saved_floats(t, graph) for t in e.inputs)
+        return sum(expr_dim(t, graph) for t in e.inputs) + fan_out
     if isinstance(e, EHighway):
-        inner = sum(_expr_saved_floats(t, graph) for t in e.inputs) + _expr_saved_floats(e.carry, graph)
-        return sum(expr_dim(t, graph) for t in e.inputs) + 5 * expr_dim(e.carry, graph) + inner
+        return sum(expr_dim(t, graph) for t in e.inputs) + 5 * expr_dim(e.carry, graph)
     if isinstance(e, EApply):
-        return expr_dim(e, graph) + _expr_saved_floats(e.arg, graph)
-    if isinstance(e, ECombine):
-        extra = expr_dim(e, graph) * len(e.terms) if e.combiner == "product" else 0
-        return extra + sum(_expr_saved_floats(t, graph) for t in e.terms)
+        return expr_dim(e, graph)
+    if isinstance(e, ECombine) and e.combiner == "product":
+        return expr_dim(e, graph) * len(e.terms)
     return 0
 
 

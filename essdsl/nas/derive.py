@@ -26,12 +26,25 @@ from typing import Optional
 from pydantic import BaseModel
 
 from essdsl.lang import ir
-from essdsl.errors import EssdslError
+from essdsl.errors import CheckError, Diagnostic, EssdslError
 from essdsl.ops import ZERO, is_zero  # noqa: F401 - ZERO re-exported (health, sample)
 
 
 class DeriveError(EssdslError):
     """The architecture weights cannot be turned into a genotype."""
+
+
+class GenotypeCheckError(DeriveError, CheckError):
+    """The derived genotype's text does not pass the checker.  Carries the checker's
+    ``diagnostics`` and the text as ``source`` (``render()`` shows them at their lines);
+    ``str()`` stays one line naming the errors."""
+
+    def __init__(self, diagnostics: list[Diagnostic], source: str):
+        CheckError.__init__(self, diagnostics, "<genotype>", source)
+
+    def __str__(self) -> str:
+        problems = "; ".join(d.message for d in self.diagnostics if d.severity == "error")
+        return f"the derived genotype does not check: {problems}"
 
 
 @dataclass(frozen=True)
@@ -312,7 +325,8 @@ def prune_unread_nodes(cell: ir.Cell, space: ir.Space) -> tuple[ir.Cell, list[st
     """
     import networkx as nx
 
-    from essdsl.lang.graph import UpdateSpec, build_graph
+    from essdsl.lang.graph import UpdateSpec
+    from essdsl.lang.resolve import build_graph
 
     graph, _ = build_graph(space.model_copy(update={"kind": "genotype", "cell": cell}))
     if graph is None or not nx.is_directed_acyclic_graph(graph.dag):
@@ -372,8 +386,7 @@ def genotype_text(
     text = format_space(genotype)
     _, report = check_text(text, "<genotype>", sizes)
     if not report.ok:
-        problems = "; ".join(d.message for d in report.diagnostics if d.severity == "error")
-        raise DeriveError(f"the derived genotype does not check: {problems}")
+        raise GenotypeCheckError(report.diagnostics, text)
     return text
 
 

@@ -137,42 +137,41 @@ def _checkpoint_schema():
     class Progress(_Record):
         epoch: int = Field(ge=0)
         step: int = Field(ge=0)
-        position: int = Field(ge=0)
-        search_position: int = Field(ge=0)
         lr: float
         rollbacks: int = Field(ge=0)
-        best_valid: float
+        best_metric: float
         valid_history: list[float]
         elapsed: float
         epoch_loss_sum: float
-        epoch_tokens: int = Field(ge=0)
+        epoch_size: int = Field(ge=0)
+        asgd: bool
 
     class Rng(_Record):
         torch: Tensor
         cuda: Optional[Tensor] = None
-        python: tuple[int, list[int], Optional[float]]
 
-    class Checkpoint(_Record):
-        format: str
-        model: dict[str, Tensor]
-        w_opt: dict[str, Any]
-        w_opt_kind: Literal["sgd", "asgd"]
-        a_opt: Optional[dict[str, Any]] = None
-        progress: Progress
-        rng: Rng
-        hidden: Optional[list[Tensor]] = None
-        search_hidden: Optional[list[Tensor]] = None
-        history: list[dict[str, Any]]
-        best_model: Optional[dict[str, Tensor]] = None
-        config: dict[str, Any]
+    class RunDescription(_Record):
         # what the CLI stores for eval: absent in checkpoints of a bare Trainer, never null
         kind: Literal["search", "train"] = None
+        task: str = None
         space_text: str = None
         space_path: str = None
         sizes: dict[str, int] = None
         model_config_: dict[str, Any] = Field(None, alias="model_config")
-        data: Optional[str] = None
-        synthetic_tokens: Optional[int] = None
+
+    class Checkpoint(_Record):
+        format: str
+        model: dict[str, Tensor]
+        weight_optimizer: dict[str, Any]
+        arch_optimizer: Optional[dict[str, Any]] = None
+        progress: Progress
+        rng: Rng
+        streams: dict[str, Optional[dict[str, Any]]]
+        carries: dict[str, Any]
+        history: list[dict[str, Any]]
+        best_model: Optional[dict[str, Tensor]] = None
+        config: dict[str, Any]
+        run: RunDescription
 
     _CHECKPOINT = Checkpoint
     return Checkpoint
@@ -395,10 +394,31 @@ def load_checkpoint(path: PathLike, checkpoint_format: str) -> dict:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise RunFileError(f"checkpoint {path} is corrupt or not an essdsl checkpoint ({_unpickling_problem(exc)})") from None
+    if isinstance(state, dict) and isinstance(state.get("format"), str) and state["format"].startswith("essdsl-checkpoint-"):
+        if state["format"] != checkpoint_format:
+            raise RunFileError(_other_format(path, state["format"], checkpoint_format))
     if not isinstance(state, dict) or state.get("format") != checkpoint_format:
         raise RunFileError(f"{path} is not an essdsl checkpoint (format {checkpoint_format} expected)")
     validate(_checkpoint_schema(), state, path)
     return state
+
+
+def _other_format(path: Path, found: str, expected: str) -> str:
+    """Why a checkpoint of another format is refused: which essdsl wrote it (from the
+    run manifest beside it) and what to do."""
+    from essdsl import __version__
+
+    writer = "another essdsl version"
+    try:
+        recorded = json.loads((path.parent / RUN_MANIFEST).read_text(encoding="utf-8"))["versions"]["essdsl"]
+        writer = f"essdsl {recorded}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return (
+        f"{path} was written by {writer} in checkpoint format '{found}'; this essdsl ({__version__}) reads "
+        f"'{expected}' only (the trainer's state changed with the task layer). Finish or evaluate that run with the "
+        f"essdsl that started it, or start the run again"
+    )
 
 
 def _unpickling_problem(exc: Exception) -> str:

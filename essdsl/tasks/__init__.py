@@ -1,2 +1,143 @@
-"""Tasks: the data, the model around a compiled cell, the loss and the metrics of one job
-(language modelling today)."""
+"""Tasks: the data, the model around a compiled cell, the loss and the metrics of one job.
+
+A task is a plug-in: one module that implements :class:`essdsl.tasks.base.Task`, plus one
+:func:`register` call below naming it.  ``--task NAME`` (search, train, eval; default
+``lm``) picks it, and the run manifest records the name and options so that resuming
+or evaluating a run uses the same task.
+
+Options.  A task declares its own settings as a small table of :class:`TaskOption`
+rows in its registry entry, and the user sets them with ``--task-option KEY=VALUE``
+(repeatable).  One generic flag rather than one flag per task option, because the
+command's ``--help`` stays one screen however many tasks are registered, yet lists
+every task's options with their types, defaults and meaning (the table lives here,
+without importing the task's module, so ``--help`` stays torch-free and fast); values
+are converted and checked against the table before any work starts.  The language
+model's options ``data`` and ``synthetic_tokens`` keep their historical flags
+``--data`` and ``--synthetic-tokens`` too.
+
+Presets.  A registered name may be a preset of another task: the same factory with
+some options fixed (``register("chunking", ..., preset={"scheme": "chunk"})``); the
+manifest records the name the user chose.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from essdsl.errors import EssdslError
+
+
+class TaskError(EssdslError, ValueError):
+    """An unknown task or a task option it does not accept."""
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """One setting a task accepts: ``--task-option name=VALUE``, converted by ``type``."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any = None
+    help: str = ""
+
+    def convert(self, task: str, text: str) -> Any:
+        try:
+            return self.type(text)
+        except (TypeError, ValueError):
+            kind = getattr(self.type, "__name__", "value")
+            raise TaskError(f"task '{task}': option '{self.name}' expects {kind}, got '{text}'") from None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registry entry: how to make the task and which options it takes."""
+
+    name: str
+    factory: str  # "module:callable"; called as factory(seed=..., **settings, **options)
+    summary: str
+    options: tuple = ()
+    preset: dict = field(default_factory=dict)  # options this name fixes
+
+    def load_factory(self) -> Callable[..., Any]:
+        module, _, attribute = self.factory.partition(":")
+        target = importlib.import_module(module)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        return target
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(name: str, factory: str, summary: str, options: tuple = (), preset: Optional[dict] = None, of: Optional[str] = None) -> TaskSpec:
+    """Add a task, or with ``of`` a preset of a registered one (its factory and options,
+    with ``preset`` fixed)."""
+    if of is not None:
+        base = TASKS[of]
+        factory, options = base.factory, base.options
+    TASKS[name] = TaskSpec(name, factory, summary, tuple(options), dict(preset or {}))
+    return TASKS[name]
+
+
+def get(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise TaskError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))})")
+    return TASKS[name]
+
+
+def parse_options(name: str, pairs: list[str]) -> dict:
+    """``["KEY=VALUE", ...]`` -> the task's options, converted and checked against its table."""
+    spec = get(name)
+    table = {o.name: o for o in spec.options}
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise TaskError(f"a task option is KEY=VALUE, got '{pair}'")
+        if key not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise TaskError(f"task '{name}' has no option '{key}' (its options: {known})")
+        if key in spec.preset:
+            raise TaskError(f"task '{name}' fixes {key}={spec.preset[key]}; choose '{name}'s base task to change it")
+        options[key] = table[key].convert(name, value)
+    return options
+
+
+def create(name: str, seed: int, options: Optional[dict] = None, **settings):
+    """The configured task ``name``: its factory called with the run's seed, the
+    run-wide ``settings`` the task reads (LM: bptt, dropouts) and its options
+    (defaults from its table, then the preset, then ``options``)."""
+    spec = get(name)
+    values = {o.name: o.default for o in spec.options}
+    values.update(spec.preset)
+    values.update(options or {})
+    return spec.load_factory()(seed=seed, **settings, **values)
+
+
+def options_help() -> str:
+    """Every registered task and its options, for ``--help``."""
+    parts = []
+    for spec in TASKS.values():
+        opts = "; ".join(f"{o.name} ({getattr(o.type, '__name__', 'value')}, default {o.default}): {o.help}" for o in spec.options if o.name not in spec.preset)
+        parts.append(f"{spec.name}: {opts or 'no options'}")
+    return " | ".join(parts)
+
+
+def _optional_int(text: str) -> Optional[int]:
+    return None if text.lower() in ("", "none") else int(text)
+
+
+_optional_int.__name__ = "int"
+
+register(
+    "lm",
+    "essdsl.tasks.lm:LanguageModelTask.load",
+    "word-level language modelling (built-in corpus, or PTB/WikiText folders)",
+    options=(
+        TaskOption("data", str, None, "folder with train.txt/valid.txt/test.txt (also --data); default: the built-in corpus"),
+        TaskOption("synthetic_tokens", _optional_int, None, "training tokens of the built-in corpus (also --synthetic-tokens)"),
+    ),
+)

@@ -17,6 +17,13 @@ A task is configured once (its data loaded, its settings fixed) and then hands o
   called healthy (LM: the unigram model).
 
 The trainer sees only :class:`Batch` objects, a scalar loss, and metric dicts.
+
+Two optional methods the trainer uses when a task has them: ``Task.loss_metrics(loss)
+-> dict`` (metrics that follow from a mean loss alone, e.g. the LM's ``ppl``; the
+trainer reports them for the training epoch as ``train_<name>``) and
+``BatchStream.steps_per_epoch()`` (the expected steps of an epoch where batches vary
+in size; default: the stream's ``progress()[1]``).  A ``Batch.lr_scale`` may be a
+:class:`fractions.Fraction` (the LM's length/bptt), applied as ``lr * num / den``.
 """
 
 from __future__ import annotations
