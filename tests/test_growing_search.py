@@ -11,12 +11,13 @@ import math
 import pytest
 import torch
 
-from essdsl.compile import ModelConfig, build_model
+from essdsl.compile import build_manifest
 from essdsl.lang.check import check_text, load_graph_text
 from essdsl.nas.derive import arch_summary, derive_choices, genotype_text
 from essdsl.nas.growing import Grower, GrowingTrainer, growth_marks
-from essdsl.nas.search import Interrupted, RunConfig, cross_entropy
-from essdsl.tasks.corpus import batchify, get_batch, synthetic_corpus
+from essdsl.nas.runconfig import Interrupted, RunConfig
+from essdsl.tasks.corpus import synthetic_corpus
+from essdsl.tasks.lm import LanguageModelTask
 
 SIZES = {"ninp": 8, "nhid": 8}
 
@@ -47,23 +48,18 @@ def corpus():
 
 def make(corpus, run_dir, mode="then_prune", when="every 1 epochs", epochs=3, builds=None):
     base = load_graph_text(space_text(mode, when), sizes=SIZES)
-    cfg = ModelConfig(vocab=corpus.vocab, search=True, dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, dropoute=0.0)
-    torch.manual_seed(0)
-    model = build_model(base, cfg)
-    grower = Grower(base, lambda g: build_model(g, cfg))
-    probe = get_batch(batchify(corpus.valid, 4), 0, 8)
-
-    def rebuild(m):
-        if builds is not None:
-            builds.append(m)
-        return cross_entropy
-
+    task = LanguageModelTask(corpus, bptt=8, dropouts=dict(dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, dropoute=0.0))
+    cfg = task.model_config(True)
+    model, manifest, _ = task.build(base, True, 0)
+    # each growth builds from its own seed: a resumed run rebuilds the same model
+    grower = Grower(base, lambda g: task.build(g, True, 1000 + len(grower.events))[0])
     run_cfg = RunConfig(epochs=epochs, max_steps=None, batch_size=8, eval_batch_size=10, bptt=8, seed=0)
-    trainer = GrowingTrainer(
-        model, corpus, run_cfg, run_dir, {}, grower=grower, probe_batch=probe, rebuild_step=rebuild, model_config=cfg,
+    return GrowingTrainer(
+        model, task, run_cfg, run_dir, manifest, grower=grower,
+        rebuild_step=(lambda m: builds.append(m)) if builds is not None else None,
+        manifest_of=lambda g, m: build_manifest(g, cfg, m),  # the full LM manifest (the CLI keeps only its arch entries)
         describe_with=lambda manifest, m: arch_summary(manifest, {n: p for n, p in m.named_parameters() if n.startswith("arch.")}),
     )
-    return trainer
 
 
 def genotype_of(trainer) -> str:
@@ -136,13 +132,13 @@ def test_plateau_grows_only_when_validation_stops_improving(corpus, tmp_path):
 
 def test_a_rollback_to_a_state_before_a_growth_rebuilds_the_smaller_model(tmp_path, corpus):
     trainer = make(corpus, tmp_path, epochs=1)
-    before = trainer.state_dict()
+    before = trainer.state()
     trainer.run()
     assert trainer.grower.state.size == 2 and "arch.s2_ops" in dict(trainer.model.named_parameters())
-    trainer.load_state_dict(before)
+    trainer.restore(before)
     params = dict(trainer.model.named_parameters())
     assert trainer.grower.state.size == 1 and "arch.s2_ops" not in params and trainer.grower.events == []
-    for name, value in before["model"].items():
+    for name, value in before.model.items():
         assert torch.equal(trainer.model.state_dict()[name], value), name
     assert set(trainer.arch) == {"arch.s1_ops", "arch.s1_combine"}  # the optimizers hold the smaller model's tensors
     assert {id(p) for g in trainer.bilevel.optimizer.param_groups for p in g["params"]} == {id(p) for p in trainer.arch.values()}

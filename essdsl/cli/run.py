@@ -493,13 +493,18 @@ def _open_run(kind: str, checkpoint_name: str, out: Optional[Path], resume: Opti
 
 def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict, task, cfg, run_dir: Path, dev,
                    resuming: bool, space: dict, sizes: dict, model_cfg, data_dir: Optional[str],
-                   synthetic_tokens: Optional[int], describe_arch=None):  # fmt: skip
+                   synthetic_tokens: Optional[int], describe_arch=None, growing: Optional[dict] = None):  # fmt: skip
     """The Trainer of a search or training run (restored from its checkpoint when
-    resuming) and the progress bar that will show it."""
+    resuming) and the progress bar that will show it.  ``growing``: the keyword arguments
+    of :class:`essdsl.nas.growing.GrowingTrainer` for a space with a grow block."""
     from essdsl.nas.runconfig import RunError
     from essdsl.nas.trainer import Trainer
 
+    if growing:
+        from essdsl.nas.growing import GrowingTrainer as Trainer  # noqa: F811 - the search trainer with growth
+
     trainer = Trainer(
+        **(growing or {}),
         model=model,
         task=task,
         cfg=cfg,
@@ -528,15 +533,23 @@ def _arch_tensors(model, manifest: dict) -> dict:
     return {name: params[name] for name in manifest.get("arch", {})}
 
 
-def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None) -> tuple[Path, str]:
+def _write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None,
+                    growth: Optional[dict] = None) -> tuple[Path, str]:  # fmt: skip
+    """``growth``: the growth state of a growing search (the genotype is derived from the
+    space grown as far as the run grew it)."""
     from essdsl.nas.derive import DeriveError, derive_choices, genotype_text, retained_weights
     from essdsl.errors import SpaceError
     from essdsl.files import atomic_write_text
     from essdsl.lang.parse import parse_space
 
     try:
-        choices = derive_choices(run["model_manifest"], arch)
-        space = parse_space(run["space"]["text"], run["space"]["path"])
+        if growth is not None:
+            from essdsl.nas.growing import derivation
+
+            space, manifest = derivation(run["space"]["text"], run["space"]["path"], run["sizes"], growth)
+        else:
+            space, manifest = parse_space(run["space"]["text"], run["space"]["path"]), run["model_manifest"]
+        choices = derive_choices(manifest, arch)
         provenance = {
             "source": run["space"]["path"],
             "sha256": run["space"]["sha256"],
@@ -763,12 +776,21 @@ def search(
         "search", SEARCH_CHECKPOINT, out, resume, run, space_record, sizes, cfg, dropouts,
         model_cfg, data_dir, synthetic_tokens, task_impl, dev, extra={"model_manifest": model_manifest, "options": options},
     )  # fmt: skip
+    from essdsl.nas.growing import growing_options
+
+    growing = growing_options(graph, task_impl, cfg.seed, rebuild_step=(lambda m: _compile_again(m, dev)) if compiled else None)
     trainer, progress = _start_trainer(
         "search", SEARCH_CHECKPOINT, model, model_manifest, task_impl, cfg, run_dir, dev, resume is not None, space, sizes,
         model_cfg, data_dir, synthetic_tokens,
-        describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)),
+        describe_arch=lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest)), growing=growing,
     )  # fmt: skip
-    trainer.assess_epoch = _health_check(model, model_manifest, arch_start, task_impl)
+    trainer.assess_epoch = _health_check(model, model_manifest, arch_start, task_impl, trainer if growing else None)
+    if growing:
+        trainer.on_growth = lambda e: progress.message(
+            f"grew {trainer.grower.plan.family}: +{e['member']} ({e['size_before']} -> {e['size_after']} nodes) at epoch {e['epoch']}, step {e['step']}"
+            + (f", after pruning {', '.join(e['pruned'])}" if e["pruned"] else "")
+            + f"; loss on a fixed batch {e['loss_before']:.6f} -> {e['loss_after']:.6f}"
+        )
     progress.message(
         f"searching {space['path']} ({space_name}) on {corpus.describe()}; {sum(p.numel() for n, p in model.named_parameters() if not n.startswith('arch.')):,} weights, "
         f"{cfg.order}-order, run folder {run_dir}"
@@ -777,7 +799,8 @@ def search(
     _run_trainer(trainer, progress, f"essdsl search {_quote(space_or_artifact)} --resume {_quote(run_dir)}", corpus)
     _mark_compiled(model, compile_key)
     record = trainer.history[-1] if trainer.history else None
-    path, text = _write_genotype(run_dir, run, _arch_tensors(model, model_manifest), record)
+    growth = trainer.grower.to_json() if growing else None
+    path, text = _write_genotype(run_dir, run, _arch_tensors(trainer.model, trainer.manifest), record, growth=growth)
     progress.message(f"genotype written to {path} ({time.time() - started:.0f}s)")
     _finish_message(corpus, record, progress.console, what="supernet")
     _report_health(record, progress.console)
@@ -823,20 +846,35 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
     out.print(f"the derived genotype {verdict} the unigram model ({format_ppl(final_record['valid_ppl'])} vs {corpus.unigram_ppl:.2f})", markup=False, highlight=False)
 
 
-def _health_check(model, manifest: dict, arch_start: dict, task):
+def _health_check(model, manifest: dict, arch_start: dict, task, growing_trainer=None):
     """The trainer's per-epoch assessment of a search: :func:`essdsl.nas.health.search_health`
     of the current architecture weights against the start and the task's baseline (LM: the
-    unigram model), compared on the task's first metric."""
+    unigram model), compared on the task's first metric (of a growing search: the grown
+    model's, :func:`essdsl.nas.growing.growth_assess`)."""
     from essdsl.nas.health import search_health
 
     metric = task.metrics[0].name
     baseline = task.baseline("valid")
 
+    def health(manifest, arch, start, record):
+        return {"health": search_health(manifest, arch, start, record[f"valid_{metric}"], baseline[1] if baseline else None)}
+
+    if growing_trainer is not None:
+        from essdsl.nas.growing import growth_assess
+
+        return growth_assess(growing_trainer, arch_start, health)
+
     def assess(record: dict) -> dict:
-        arch = _arch_tensors(model, manifest)
-        return {"health": search_health(manifest, arch, arch_start, record[f"valid_{metric}"], baseline[1] if baseline else None)}
+        return health(manifest, _arch_tensors(model, manifest), arch_start, record)
 
     return assess
+
+
+def _compile_again(model, dev) -> None:
+    """The time step of a grown model under torch.compile, as the run's first model was."""
+    from essdsl.compile.fast import compile_step
+
+    compile_step(model, mode=_compile_mode(True, dev), report=lambda text: print(f"essdsl: {text}", file=sys.stderr))
 
 
 # ----------------------------------------------------------------- derive
@@ -858,7 +896,8 @@ def derive(
         fail(str(exc))
     arch = {k: v for k, v in state["model"].items() if k.startswith("arch.")}
     history = state.get("history") or []
-    path, text = _write_genotype(run_dir, run, arch, history[-1] if history else None, output)
+    growth = (state.get("run") or {}).get("growth")  # a growing search: derived at the size it grew to
+    path, text = _write_genotype(run_dir, run, arch, history[-1] if history else None, output, growth=growth)
     typer.echo(text, nl=False)
     print(f"essdsl: genotype written to {path}", file=sys.stderr)
 
@@ -1191,6 +1230,11 @@ def plot(
     floor = (run.get("corpus") or {}).get("floor_ppl")
     if floor:
         ax.axhline(floor, color="grey", linestyle="--", label=f"floor {floor:.2f}")
+    from essdsl.nas.growing import growth_marks
+
+    for x, label in growth_marks(metrics):  # a growing search: where the backbone grew
+        ax.axvline(x, color="tab:green", linestyle=":", linewidth=1)
+        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), fontsize=7, color="tab:green", ha="right", va="top", rotation=90)
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")

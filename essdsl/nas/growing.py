@@ -5,7 +5,7 @@ grows by one member (function-preserving, :mod:`essdsl.nas.growth`) and search g
   has grown, the events so far — decides when a growth is due (``every N epochs``,
   ``every N steps``, ``plateau N epochs``) and performs one step, measuring the loss on
   a fixed batch (eval mode) before and after it.  It knows no trainer.
-* :class:`GrowingTrainer` is the search trainer with growth: after a growth it installs
+* :class:`GrowingTrainer` is the search trainer (:mod:`essdsl.nas.trainer`) with growth: after a growth it installs
   the grown model once (weights and architecture optimizers rebuilt, their state carried
   through the growth maps, the training step rebuilt by ``rebuild_step`` once per growth,
   not per step), stores the growth state in every checkpoint and rebuilds the grown
@@ -37,10 +37,17 @@ class Grower:
     def __init__(self, base: CellGraph, build: Callable[[CellGraph], torch.nn.Module]):
         self.base = base
         self.plan = plan_of(base)
-        self.build = build
+        self._build = build
         self.state: GrowthState = initial_state(base)
         self.events: list[dict] = []
+        self.arch_added: dict = {}  # architecture tensors a growth added: their values then (search health's start)
         self._graph: Optional[CellGraph] = base
+
+    def build(self, graph: CellGraph) -> torch.nn.Module:
+        """A fresh model around ``graph``; the random state the run trains with is left as
+        it was (a task's build may seed the generator to draw its weights)."""
+        with torch.random.fork_rng(devices=[]):
+            return self._build(graph)
 
     # -- where the family stands
     @property
@@ -99,11 +106,14 @@ class Grower:
         }
         self.state, self._graph = grown.state, grown.graph
         self.events.append(event)
+        for name, m in grown.maps.items():
+            if m.kind == "new" and ("arch." in name):
+                self.arch_added[name] = grown.model.state_dict()[name].detach().cpu().tolist()
         return grown
 
     # -- checkpoints
     def to_json(self) -> dict:
-        return {"state": self.state.to_json(), "events": [dict(e) for e in self.events]}
+        return {"state": self.state.to_json(), "events": [dict(e) for e in self.events], "arch_added": dict(self.arch_added)}
 
     def load_json(self, data: dict) -> bool:
         """Take the growth state of a checkpoint; True when the size or pruning changed
@@ -111,9 +121,37 @@ class Grower:
         state = GrowthState.from_json(data["state"])
         changed = state != self.state
         self.state, self.events = state, [dict(e) for e in data.get("events", [])]
+        self.arch_added = dict(data.get("arch_added", {}))
         if changed:
             self._graph = None
         return changed
+
+
+def derivation(space_text: str, path: str, sizes: dict, growth: Optional[dict]):
+    """(space IR, manifest with the ``arch`` entries) to derive a genotype from, for a
+    search run's space text at its sizes and the growth state its checkpoint holds
+    (``growth``: :meth:`Grower.to_json`; None: the space as written)."""
+    from essdsl.compile.manifest import arch_entries
+    from essdsl.lang.check import load_graph_text
+    from essdsl.lang.growth import growth_of
+
+    base = load_graph_text(space_text, path, sizes)
+    state = GrowthState.from_json(growth["state"]) if growth else initial_state(base)
+    graph = graph_for(base, state)
+    return grown_space(growth_of(base).space, state), {"arch": arch_entries(graph)}
+
+
+def growth_assess(trainer, arch_start: dict, assess_with: Callable[[dict, dict, dict], dict]) -> Callable[[dict], dict]:
+    """The per-epoch assessment of a growing search: ``assess_with(manifest, arch,
+    start, record)`` on the trainer's current model and manifest, with the start values of the
+    architecture tensors a growth added taken at the growth."""
+
+    def assess(record: dict) -> dict:
+        arch = arch_tensors(trainer.model)
+        start = {**arch_start, **{k: torch.tensor(v) for k, v in trainer.grower.arch_added.items()}}
+        return assess_with(trainer.manifest, arch, {k: start[k] for k in arch}, record)
+
+    return assess
 
 
 def _choice_text(choice) -> str:
@@ -121,7 +159,8 @@ def _choice_text(choice) -> str:
 
 
 def probe_loss(model: torch.nn.Module, batch, loss_of) -> float:
-    """``loss_of(model, batch)`` in eval mode without gradients, the model's mode kept."""
+    """``loss_of(model, batch)`` in eval mode without gradients, the model's mode kept
+    (the loss a growth must not change)."""
     training = model.training
     model.eval()
     try:
@@ -145,50 +184,50 @@ def growth_marks(metrics: list[dict]) -> list[tuple[float, str]]:
     return marks
 
 
-def trainer_class():
-    """The search trainer with growth (built on the trainer of ``essdsl.nas.search``)."""
-    return GrowingTrainer
-
-
 # ------------------------------------------------------------------ the trainer with growth
-from essdsl.nas.search import BilevelOptimizer, Trainer, arch_masks, split_parameters  # noqa: E402
+from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters  # noqa: E402
+from essdsl.nas.trainer import Trainer  # noqa: E402
 
 
 @dataclass
 class GrowingTrainer(Trainer):
-    """:class:`essdsl.nas.search.Trainer` whose supernet grows (see the module docstring).
+    """:class:`essdsl.nas.trainer.Trainer` whose supernet grows (see the module docstring).
 
-    ``grower`` decides and performs growth; ``probe_batch`` is the fixed batch whose
-    loss is recorded before and after each growth (LM: (tokens, targets) of the
-    validation split); ``rebuild_step(model)`` returns the training loss callable for a
-    model (e.g. one compiled once), called once at the start and once per growth;
-    ``model_config`` and ``describe_with(manifest, model)`` rebuild the manifest-based
-    per-epoch architecture summary for the grown model."""
+    ``grower`` decides and performs growth (its ``build(graph)`` makes the task's model
+    around a graph); ``probe_batch`` is the fixed batch whose loss (``task.loss`` from no
+    carry, eval mode) is recorded before and after each growth (default: the first batch
+    of the task's search stream); ``rebuild_step(model)`` prepares a model's training step
+    (e.g. ``torch.compile`` of its time step), called once at the start and once per
+    growth; ``manifest_of(graph, model)`` the model's manifest (architecture entries for
+    the masks, the derivation and the per-epoch summary); ``describe_with(manifest,
+    model)`` the per-epoch architecture summary; ``on_growth(event)`` is told of each growth."""
 
     grower: Optional[Grower] = None
-    probe_batch: Optional[tuple] = None
-    rebuild_step: Optional[Callable[[torch.nn.Module], Callable]] = None
-    model_config: object = None
+    probe_batch: object = None
+    rebuild_step: Optional[Callable[[torch.nn.Module], None]] = None
+    manifest_of: Optional[Callable[[CellGraph, torch.nn.Module], dict]] = None
     describe_with: Optional[Callable[[dict, torch.nn.Module], dict]] = None
+    on_growth: Optional[Callable[[dict], None]] = None
     step_builds: int = field(default=0, init=False)
 
     def __post_init__(self):
         super().__post_init__()
         if self.grower is None:
             raise GrowthError("a growing search needs a Grower")
+        if self.probe_batch is None:
+            self.probe_batch = self.task.search_stream(self.cfg.batch_size, self.device).next()
         self._refresh(self.grower.graph)
 
     # -- installing a (grown) model
     def _refresh(self, graph: CellGraph) -> None:
-        """Everything derived from the model: manifest, per-epoch summary, training step."""
-        from essdsl.compile import build_manifest
-
-        self.manifest = build_manifest(graph, self.model_config, self.model)
+        """What is derived from the model: its manifest, the per-epoch summary, the step."""
+        if self.manifest_of is not None:
+            self.manifest = self.manifest_of(graph, self.model)
         if self.describe_with is not None:
             manifest = self.manifest
             self.describe_arch = lambda m: self.describe_with(manifest, m)
         if self.rebuild_step is not None:
-            self.loss = self.rebuild_step(self.model)
+            self.rebuild_step(self.model)
             self.step_builds += 1
 
     def _install(self, model: torch.nn.Module, graph: CellGraph, maps: Optional[dict]) -> None:
@@ -197,7 +236,7 @@ class GrowingTrainer(Trainer):
         old_a_opt = self.bilevel.optimizer if self.bilevel is not None else None
         self.model = model.to(self.device)
         self.weights, self.arch = split_parameters(self.model)
-        self.w_opt = self._asgd() if self.asgd_active else self._sgd()
+        self.w_opt = self._asgd() if self.progress.asgd else self._sgd()
         self._refresh(graph)
         self.bilevel = BilevelOptimizer(self.weights, self.arch, arch_masks(self.manifest, self.arch), self.cfg, list(self.model.buffers()))
         if maps is not None:  # a growth step: optimizer state follows the parameters
@@ -206,43 +245,53 @@ class GrowingTrainer(Trainer):
                 carry_optimizer_state(old_a_opt, old_arch, self.bilevel.optimizer, self.arch, maps)
 
     def _grow(self, epoch: int) -> dict:
-        loss_of = _lm_probe_loss
+        def loss_of(model, batch):
+            return self.task.loss(model, batch, None)[0]
+
         grown = self.grower.grow(self.model, lambda m: probe_loss(m, self.probe_batch, loss_of), epoch, self.step)
         self._install(grown.model, grown.graph, grown.maps)
         # the best epoch so far is of a smaller model: the best is counted again from here
-        self.best_valid = math.inf
+        self.progress.best_metric = self.task.metrics[0].worst
         self.best_state = None
         event = self.grower.events[-1]
         event["member"] = self.grower.plan.member(event["size_after"])
+        if self.on_growth is not None:
+            self.on_growth(event)
         return event
 
     # -- checkpoints carry the growth state
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["growth"] = self.grower.to_json()
+    def state(self):
+        state = super().state()
+        state.run = {**state.run, "growth": self.grower.to_json()}
         return state
 
-    def load_state_dict(self, state: dict) -> None:
-        if "growth" in state and self.grower.load_json(state["growth"]):
+    def restore(self, state) -> None:
+        growth = (state.run or {}).get("growth")
+        if growth is not None and self.grower.load_json(growth):
             graph = self.grower.graph
             self._install(_like(self.grower.build(graph), self.model), graph, None)
-        super().load_state_dict(state)
+        super().restore(state)
 
     # -- when growth happens
-    def _train_step(self) -> float:
+    def _train_step(self):
         if self.grower.due_at_step(self.step):
             event = self._grow(self.epoch + 1)
+            done, units = self.train_stream.progress()
             event["at"] = "step"
-            event["epoch_fraction"] = round(self.position / max(self.train_data.size(0) - 2, 1), 4)
+            event["epoch_fraction"] = round(done / max(units, 1), 4)
         return super()._train_step()
 
     def _end_epoch(self) -> None:
         finished = len(self.history)
-        super()._end_epoch()
+        on_epoch, self.on_epoch = self.on_epoch, None  # told after the growth, with the growth in the record
+        try:
+            super()._end_epoch()
+        finally:
+            self.on_epoch = on_epoch
         if len(self.history) == finished:  # rolled back: no epoch ended
             return
         record = self.history[-1]
-        if self.grower.due_at_epoch_end(self.epoch, self.valid_history):
+        if self.grower.due_at_epoch_end(self.epoch, self.progress.valid_history):
             event = self._grow(self.epoch)
             event["at"] = "epoch"
         record["growth_size"] = self.grower.state.size
@@ -250,6 +299,8 @@ class GrowingTrainer(Trainer):
         if events:
             record["growth"] = [dict(e) for e in events]
             self.save_checkpoint()  # the grown model, its growth state and this record
+        if self.on_epoch is not None:
+            self.on_epoch(record)
 
 
 def _like(model: torch.nn.Module, reference: torch.nn.Module) -> torch.nn.Module:
@@ -257,8 +308,28 @@ def _like(model: torch.nn.Module, reference: torch.nn.Module) -> torch.nn.Module
     return model.to(device=p.device, dtype=p.dtype).train(reference.training)
 
 
-def _lm_probe_loss(model: torch.nn.Module, batch) -> torch.Tensor:
-    """Mean cross-entropy of a language model on (tokens, targets) from zero states."""
-    tokens, targets = batch
-    logits, _ = model(tokens, model.init_hidden(tokens.size(1)))
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+def growing_options(graph: CellGraph, task, seed: int, rebuild_step=None) -> Optional[dict]:
+    """The :class:`GrowingTrainer` keyword arguments for a search of ``graph`` on
+    ``task`` (None when the space has no grow block): each growth builds the task's
+    model around the grown graph (``task.build_model``, weights from ``seed``); the
+    manifest the trainer keeps is the grown graph's architecture entries (all that masks,
+    derivation and the per-epoch summary read), whatever the task's head."""
+    from essdsl.compile.manifest import arch_entries
+    from essdsl.lang.growth import growth_of
+    from essdsl.nas.derive import arch_summary
+
+    if growth_of(graph) is None:
+        return None
+    return {
+        "grower": Grower(graph, lambda g: task.build_model(g, True, seed)),
+        "rebuild_step": rebuild_step,
+        "manifest_of": lambda g, m: {"arch": arch_entries(g)},
+        "describe_with": lambda manifest, model: arch_summary(manifest, arch_tensors(model)),
+    }
+
+
+def arch_tensors(model: torch.nn.Module) -> dict:
+    """The model's architecture weights by their manifest key (``fw.arch.s1_ops`` -> ``arch.s1_ops``)."""
+    from essdsl.tasks.base import arch_key, is_arch_parameter
+
+    return {arch_key(n): p for n, p in model.named_parameters() if is_arch_parameter(n)}
