@@ -28,65 +28,56 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from essdsl.compile import ModelConfig, build_manifest, build_model  # noqa: E402
-from essdsl.lang.check import load_graph, load_graph_space  # noqa: E402
-from essdsl.lang.fmt import format_space  # noqa: E402
+from essdsl.lang.check import load_graph, load_graph_space, load_graph_text  # noqa: E402
 from essdsl.lang.growth import expand  # noqa: E402
 from essdsl.lang.parse import parse_space  # noqa: E402
-from essdsl.lang.stats import stats_dict  # noqa: E402
 from essdsl.nas.derive import arch_summary, derive_choices, genotype_text  # noqa: E402
-from essdsl.nas.growing import Grower, GrowingTrainer  # noqa: E402
-from essdsl.nas.search import RunConfig, Trainer  # noqa: E402
-from essdsl.tasks.corpus import batchify, get_batch, load_corpus  # noqa: E402
+from essdsl.nas.growing import GrowingTrainer, arch_tensors, growing_options  # noqa: E402
+from essdsl.nas.runconfig import RunConfig  # noqa: E402
+from essdsl.nas.trainer import Trainer  # noqa: E402
+from essdsl.tasks.corpus import load_corpus  # noqa: E402
+from essdsl.tasks.lm import LanguageModelTask  # noqa: E402
 
 GROW = ROOT / "spaces" / "two_input_rnn_grow.space"
-
-
-def arch_of(model):
-    return {n: p for n, p in model.named_parameters() if n.startswith("arch.")}
 
 
 def with_schedule(text: str, mode: str, every: int) -> str:
     return text.replace("mode then_prune", f"mode {mode}").replace("every 2 epochs", f"every {every} epochs")
 
 
-def search(name, graph, corpus, args, run_dir, grow=False):
-    cfg = ModelConfig(vocab=corpus.vocab, search=True, dropout=args.dropout, dropouth=args.dropout / 2,
-                      dropoutx=args.dropout, dropouti=args.dropout / 2, dropoute=0.0)
-    torch.manual_seed(args.seed)
-    model = build_model(graph, cfg)
-    manifest = build_manifest(graph, cfg, model)
+def lm_task(corpus, args) -> LanguageModelTask:
+    d = args.dropout
+    return LanguageModelTask(corpus, bptt=args.bptt, dropouts=dict(dropout=d, dropouth=d / 2, dropoutx=d, dropouti=d / 2, dropoute=0.0))
+
+
+def search(graph, corpus, args, run_dir):
+    """(genotype text, history, seconds, growth events) of one search."""
+    task = lm_task(corpus, args)
+    model, manifest, _ = task.build(graph, True, args.seed)
     run_cfg = RunConfig(epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt, seed=args.seed, eval_batch_size=10)
+    growing = growing_options(graph, task, args.seed)
     t0 = time.time()
-    if grow:
-        grower = Grower(graph, lambda g: build_model(g, cfg))
-        probe = get_batch(batchify(corpus.valid, 10), 0, args.bptt)
-        trainer = GrowingTrainer(model, corpus, run_cfg, run_dir, manifest, grower=grower, probe_batch=probe,
-                                 model_config=cfg, describe_with=lambda m, mod: arch_summary(m, arch_of(mod)))
+    if growing:
+        trainer = GrowingTrainer(model=model, task=task, cfg=run_cfg, run_dir=run_dir, manifest=manifest, **growing)
     else:
-        trainer = Trainer(model, corpus, run_cfg, run_dir, manifest,
-                          describe_arch=lambda mod: arch_summary(manifest, arch_of(mod)))
+        trainer = Trainer(model, task, run_cfg, run_dir, manifest, describe_arch=lambda m: arch_summary(manifest, arch_tensors(m)))
     history = trainer.run()
     seconds = time.time() - t0
-    space = trainer.grower.space() if grow else graph.space
-    text = genotype_text(space, derive_choices(trainer.manifest, arch_of(trainer.model)), sizes=dict(graph.sizes))
+    space = trainer.grower.space() if growing else graph.space
+    text = genotype_text(space, derive_choices(trainer.manifest, arch_tensors(trainer.model)), sizes=dict(graph.sizes))
     events = [e for r in history for e in r.get("growth", [])]
     return text, history, seconds, events
 
 
 def train(text, corpus, args, run_dir):
-    from essdsl.lang.check import load_graph_text
-
+    """(valid ppl, parameters, seconds) of the genotype trained from scratch for the same epochs."""
     graph = load_graph_text(text, sizes={"ninp": args.nhid, "nhid": args.nhid})
-    cfg = ModelConfig(vocab=corpus.vocab, search=False, dropout=args.dropout, dropouth=args.dropout / 2,
-                      dropoutx=args.dropout, dropouti=args.dropout / 2, dropoute=0.0)
-    torch.manual_seed(args.seed)
-    model = build_model(graph, cfg)
+    task = lm_task(corpus, args)
+    model = task.build_model(graph, False, args.seed)
     run_cfg = RunConfig(search=False, epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt, seed=args.seed, eval_batch_size=10)
     t0 = time.time()
-    history = Trainer(model, corpus, run_cfg, run_dir, {}).run()
-    params = sum(p.numel() for p in model.parameters())
-    return history[-1]["valid_ppl"], params, time.time() - t0
+    history = Trainer(model, task, run_cfg, run_dir, {}).run()
+    return history[-1]["valid_ppl"], sum(p.numel() for p in model.parameters()), time.time() - t0
 
 
 def main() -> None:
@@ -113,18 +104,18 @@ def main() -> None:
     grow_text = GROW.read_text()
     grow_space = parse_space(grow_text)
     configs = {
-        "darts_rnn (fixed, 8 nodes)": (load_graph(ROOT / "spaces" / "darts_rnn.space", sizes), False),
-        "two_input (fixed, 6 nodes)": (load_graph_space(expand(grow_space, 6), sizes), False),
-        "two_input grow then_prune (2->6)": (load_graph_space(parse_space(with_schedule(grow_text, "then_prune", args.every)), sizes), True),
-        "two_input grow interleaved (2->6)": (load_graph_space(parse_space(with_schedule(grow_text, "interleaved", args.every)), sizes), True),
+        "darts_rnn (fixed, 8 nodes)": load_graph(ROOT / "spaces" / "darts_rnn.space", sizes),
+        "two_input (fixed, 6 nodes)": load_graph_space(expand(grow_space, 6), sizes),
+        "two_input grow then_prune (2->6)": load_graph_space(parse_space(with_schedule(grow_text, "then_prune", args.every)), sizes),
+        "two_input grow interleaved (2->6)": load_graph_space(parse_space(with_schedule(grow_text, "interleaved", args.every)), sizes),
     }
     wanted = [c.strip() for c in args.only.split(",") if c.strip()]
     rows = []
-    for index, (name, (graph, grow)) in enumerate(configs.items()):
+    for index, (name, graph) in enumerate(configs.items()):
         if wanted and not any(w in name for w in wanted):
             continue
         work = Path(args.work) / f"{index}"
-        text, history, search_s, events = search(name, graph, corpus, args, work / "search", grow=grow)
+        text, history, search_s, events = search(graph, corpus, args, work / "search")
         ppl, params, train_s = train(text, corpus, args, work / "train")
         row = {
             "config": name,
