@@ -54,7 +54,7 @@ def search(graph, corpus, args, run_dir):
     """(genotype text, history, seconds, growth events) of one search."""
     task = lm_task(corpus, args)
     model, manifest, _ = task.build(graph, True, args.seed)
-    run_cfg = RunConfig(epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt, seed=args.seed, eval_batch_size=10)
+    run_cfg = RunConfig(epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt, seed=args.seed, eval_batch_size=10, lr=args.lr)
     growing = growing_options(graph, task, args.seed)
     t0 = time.time()
     if growing:
@@ -74,7 +74,7 @@ def train(text, corpus, args, run_dir):
     graph = load_graph_text(text, sizes={"ninp": args.nhid, "nhid": args.nhid})
     task = lm_task(corpus, args)
     model = task.build_model(graph, False, args.seed)
-    run_cfg = RunConfig(search=False, epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt, seed=args.seed, eval_batch_size=10)
+    run_cfg = RunConfig(search=False, epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt, seed=args.seed, eval_batch_size=10, lr=args.lr)
     t0 = time.time()
     history = Trainer(model, task, run_cfg, run_dir, {}).run()
     return history[-1]["valid_ppl"], sum(p.numel() for p in model.parameters()), time.time() - t0
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bptt", type=int, default=35)
     parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--lr", type=float, default=20.0, help="SGD learning rate of search and training (DARTS: 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     parser.add_argument("--out", default=str(ROOT / "bench" / "growth_lm.json"))
