@@ -13,7 +13,7 @@ import pytest
 
 from essdsl.lang.check import check_text, load_graph, load_graph_space
 from essdsl.lang.diff import diff_graphs, render_edits
-from essdsl.lang.fmt import format_space, format_text
+from essdsl.lang.fmt import format_text
 from essdsl.lang.growth import GrowPlan, expand, growth_of, growth_plan, PrunedMember
 from essdsl.lang.ir import strip_spans
 from essdsl.lang.parse import parse_space

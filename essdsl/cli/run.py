@@ -498,12 +498,13 @@ def _start_trainer(kind: str, checkpoint_name: str, model, model_manifest: dict,
     resuming) and the progress bar that will show it.  ``growing``: the keyword arguments
     of :class:`essdsl.nas.growing.GrowingTrainer` for a space with a grow block."""
     from essdsl.nas.runconfig import RunError
-    from essdsl.nas.trainer import Trainer
 
-    if growing:
-        from essdsl.nas.growing import GrowingTrainer as Trainer  # noqa: F811 - the search trainer with growth
+    if growing:  # the search trainer with growth
+        from essdsl.nas.growing import GrowingTrainer as trainer_class
+    else:
+        from essdsl.nas.trainer import Trainer as trainer_class
 
-    trainer = Trainer(
+    trainer = trainer_class(
         **(growing or {}),
         model=model,
         task=task,
