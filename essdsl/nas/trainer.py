@@ -29,8 +29,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from essdsl.files import atomic_write_text
-from essdsl.nas import checkpoint, runfiles
+from essdsl.nas import checkpoint
 from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters
 from essdsl.nas.checkpoint import Progress, TrainerState, to_device
 from essdsl.nas.runconfig import Diverged, Interrupted, RunConfig, RunError
@@ -317,10 +316,10 @@ class Trainer:
                     )
                 if self._stop_requested:
                     path = self.save_checkpoint()
-                    raise Interrupted(path)
+                    raise Interrupted(path, self.epoch + 1, self.step)
             self._end_epoch()
             if self._stop_requested:
-                raise Interrupted(self.checkpoint_path)
+                raise Interrupted(self.checkpoint_path, self.epoch + 1, self.step)
         return self.history
 
     def _budget_spent(self) -> bool:
@@ -456,8 +455,3 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
         return False
 
-
-def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """``metrics.jsonl``: one JSON line per epoch, rewritten atomically."""
-    text = "".join(runfiles.metrics_line(r) for r in history)
-    atomic_write_text(Path(run_dir) / "metrics.jsonl", text)

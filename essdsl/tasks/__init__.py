@@ -59,25 +59,33 @@ class TaskSpec:
     summary: str
     options: tuple = ()
     preset: dict = field(default_factory=dict)  # options this name fixes
+    # "module:callable"; called as defaults(kind, options) -> the run settings of a
+    # "search" or "train" run with these options (sizes, epochs, lr, dropouts, ...)
+    defaults: str = ""
 
     def load_factory(self) -> Callable[..., Any]:
-        module, _, attribute = self.factory.partition(":")
-        target = importlib.import_module(module)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-        return target
+        return _load(self.factory)
+
+
+def _load(reference: str) -> Callable[..., Any]:
+    module, _, attribute = reference.partition(":")
+    target = importlib.import_module(module)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
 
 
 TASKS: dict[str, TaskSpec] = {}
 
 
-def register(name: str, factory: str, summary: str, options: tuple = (), preset: Optional[dict] = None, of: Optional[str] = None) -> TaskSpec:
-    """Add a task, or with ``of`` a preset of a registered one (its factory and options,
-    with ``preset`` fixed)."""
+def register(name: str, factory: str, summary: str, options: tuple = (), preset: Optional[dict] = None,
+             of: Optional[str] = None, defaults: str = "") -> TaskSpec:  # fmt: skip
+    """Add a task, or with ``of`` a preset of a registered one (its factory, options and
+    defaults, with ``preset`` fixed)."""
     if of is not None:
         base = TASKS[of]
-        factory, options = base.factory, base.options
-    TASKS[name] = TaskSpec(name, factory, summary, tuple(options), dict(preset or {}))
+        factory, options, defaults = base.factory, base.options, base.defaults
+    TASKS[name] = TaskSpec(name, factory, summary, tuple(options), dict(preset or {}), defaults)
     return TASKS[name]
 
 
@@ -117,6 +125,16 @@ def create(name: str, seed: int, options: Optional[dict] = None, **settings):
     return spec.load_factory()(seed=seed, **settings, **values)
 
 
+def defaults(name: str, kind: str, options: Optional[dict] = None) -> dict:
+    """The settings a ``kind`` ("search" or "train") run of task ``name`` starts from
+    (sizes, epochs, batch size, learning rate, dropouts, final epochs), given its options."""
+    spec = get(name)
+    values = {o.name: o.default for o in spec.options}
+    values.update(spec.preset)
+    values.update(options or {})
+    return _load(spec.defaults)(kind, values)
+
+
 def options_help() -> str:
     """Every registered task and its options, for ``--help``."""
     parts = []
@@ -136,6 +154,7 @@ register(
     "lm",
     "essdsl.tasks.lm:LanguageModelTask.load",
     "word-level language modelling (built-in corpus, or PTB/WikiText folders)",
+    defaults="essdsl.tasks.lm:defaults",
     options=(
         TaskOption("data", str, None, "folder with train.txt/valid.txt/test.txt (also --data); default: the built-in corpus"),
         TaskOption("synthetic_tokens", _optional_int, None, "training tokens of the built-in corpus (also --synthetic-tokens)"),
