@@ -249,7 +249,8 @@ def _plan(kind: str, space: Space, task: Optional[str], resume: Optional[PathLik
         if data is not None and (run.get("data") is None or Path(data).resolve() != Path(run["data"]).resolve()):
             used = run.get("data") or "the synthetic corpus"
             raise SettingError("data", "refusing to resume: {setting} {value} is not the data this run used ({used})", value=data, used=used)
-        runs.refuse_changed_settings({**given, "synthetic_tokens": options.get("synthetic_tokens")}, runs.recorded_settings(run))
+        recorded_options = {k: v for k, v in (run.get("task_options") or {}).items() if k != "data"}  # data: compared as paths above
+        runs.refuse_changed_settings({**given, **{k: v for k, v in options.items() if k != "data"}}, {**recorded_options, **runs.recorded_settings(run)})
         recorded = run.get("options") or {}
         if device is None:  # the run's own, unless this machine lacks it
             device = recorded.get("device", "auto")
