@@ -20,11 +20,29 @@ sys.path.insert(0, str(ROOT))
 
 from essdsl.cli import main  # noqa: E402
 
+DEFAULT_SPACE = ROOT / "spaces" / "darts_rnn.space"
+
+
+def bench_argv(args: list[str]) -> list[str]:
+    """The ``essdsl bench`` arguments for this script's: ``--space FILE`` becomes the
+    positional SPACE, and without either the default space is added.  Whether SPACE is
+    there is decided by the bench command's own parser (values of options such as
+    ``--batch 64`` are not a space)."""
+    import typer.main
+
+    from essdsl.cli import app
+
+    args = list(args)
+    if "--space" in args:  # python bench/supernet_step.py --space FILE
+        i = args.index("--space")
+        args[i : i + 2] = args[i + 1 : i + 2]
+    command = typer.main.get_command(app).commands["bench"]
+    parsed = command.make_context("bench", list(args), resilient_parsing=True)
+    if parsed.params.get("space") is None:
+        args = [str(DEFAULT_SPACE), *args]
+    return ["bench", *args]
+
+
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "bench", *sys.argv[1:]]
-    if not any(not a.startswith("-") for a in sys.argv[2:]) and "--space" not in sys.argv:
-        sys.argv.insert(2, str(ROOT / "spaces" / "darts_rnn.space"))
-    if "--space" in sys.argv:  # python bench/supernet_step.py --space FILE
-        i = sys.argv.index("--space")
-        sys.argv[i : i + 2] = [sys.argv[i + 1]]
+    sys.argv = [sys.argv[0], *bench_argv(sys.argv[1:])]
     main()

@@ -108,8 +108,9 @@ def option_name(parameter: str) -> str:
     return "--" + parameter.rstrip("_").replace("_", "-")
 
 
-def option_problems(values: Mapping[str, object]) -> list[str]:
-    """Every value in ``values`` (parameter name -> value) outside its range, as messages."""
+def option_problems(values: Mapping[str, object], name_of=option_name) -> list[str]:
+    """Every value in ``values`` (parameter name -> value) outside its range, as messages
+    naming each by ``name_of(parameter)`` (the CLI's flag by default)."""
     problems = []
     for name, value in values.items():
         limits = RANGES.get(name)
@@ -117,7 +118,7 @@ def option_problems(values: Mapping[str, object]) -> list[str]:
             continue
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if not isinstance(item, (int, float)) or not limits.accepts(item):
-                problems.append(f"{option_name(name)} must be {limits.describe()}, got {item}")
+                problems.append(f"{name_of(name)} must be {limits.describe()}, got {item}")
     if values.get("data") is not None and values.get("synthetic_tokens") is not None:
         problems.append("--synthetic-tokens sets the size of the built-in corpus; it cannot be combined with --data")
     return problems

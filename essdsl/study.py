@@ -364,8 +364,6 @@ class _Log:
                 fh.write(json.dumps(record) + "\n")
 
 
-# `essdsl eval` prints "test ppl 49.31  (loss 3.8981 nats/token, …)": the loss has more digits
-_TEST_PPL = re.compile(r"^test ppl (\S+)(?:\s+\(loss (\S+) nats/token)?", re.MULTILINE)
 
 
 def _environment(study: Study) -> dict:
@@ -405,8 +403,8 @@ class Runner:
             self._count("skipped")
             return True
         if step.kind == "eval":
-            args = ["eval", str(step.folder / "model.pt"), "--split", "test", "--device", self.study.spec.model.device]
-        elif (step.folder / ("checkpoint.pt" if step.kind == "search" else "model.pt")).exists():
+            return self._evaluate(step)
+        if (step.folder / ("checkpoint.pt" if step.kind == "search" else "model.pt")).exists():
             args = step.resume
         else:
             if step.folder.exists():  # started but killed before its first checkpoint
@@ -429,17 +427,27 @@ class Runner:
             else:
                 self.failures.append(f"{step.kind} {step.folder}: {tail}")
             return False
-    
-        if step.kind == "eval":
-            found = _TEST_PPL.search(proc.stdout)
-            if not found:
-                self.log.write("fail", step, message="no 'test ppl' in the output of essdsl eval")
-                self.failures.append(f"eval {step.folder}: no 'test ppl' in the output of essdsl eval")
-                return False
-            ppl = math.exp(float(found.group(2))) if found.group(2) else float(found.group(1))
-            atomic_write_text(step.marker, json.dumps({"split": "test", "ppl": ppl, "seconds": seconds}) + "\n")
-        else:
-            atomic_write_text(step.marker, json.dumps({"seconds": seconds, "args": args}) + "\n")
+        atomic_write_text(step.marker, json.dumps({"seconds": seconds, "args": args}) + "\n")
+        self.log.write("done", step, seconds=seconds)
+        self._count("done")
+        return True
+
+    def _evaluate(self, step: Step) -> bool:
+        """The test perplexity of a trained run, from the API (in this process: torch is
+        imported by the first evaluation)."""
+        from essdsl import api
+
+        self.log.write("start", step, resumed=False, args=["evaluate", str(step.folder), "test"])
+        self.echo(f"study: running eval {step.folder}")
+        started = time.time()
+        try:
+            result = api.evaluate(step.folder, split="test", device=self.study.spec.model.device)
+        except EssdslError as exc:
+            self.log.write("fail", step, message=str(exc))
+            self.failures.append(f"eval {step.folder}: {exc}")
+            return False
+        seconds = round(time.time() - started, 3)
+        atomic_write_text(step.marker, json.dumps({"split": "test", "ppl": result["ppl"], "seconds": seconds}) + "\n")
         self.log.write("done", step, seconds=seconds)
         self._count("done")
         return True

@@ -72,3 +72,17 @@ def test_bench_cli_prints_every_row_and_writes_the_documented_json(tmp_path):
     assert gflop["search-2nd"] / gflop["fwd+bwd"] == pytest.approx(13 / 3, rel=1e-2)
     assert result["search_2nd_speedup_vs_reference_b64"] == rows["reference", "search-2nd"] / rows["generated", "search-2nd"]
     assert result["memory"][0]["activations_measured_bytes"] > 0
+
+
+def test_the_wrapper_script_with_option_values_and_no_space(tmp_path):
+    """The README's `python bench/supernet_step.py --batch 64 --json out.json`: option values
+    (64, out.json) are not the space; the default space is benchmarked (tiny sizes here)."""
+    out = tmp_path / "out.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "supernet_step.py"), "--batch", "4", "--json", str(out), "--nhid", "8",
+         "--vocab", "50", "--bptt", "4", "--repeats", "1", "--no-reference", "--no-compile", "--no-search-steps"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Missing argument" not in r.stderr
+    assert "darts_rnn" in json.loads(out.read_text())["space"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from essdsl.lang.check import load_graph
-from essdsl.cli.run import _compile_mode
+from essdsl.nas.execution import compile_mode as _compile_mode
 from essdsl.compile import ModelConfig, build_model
 from essdsl.compile.fast import autocast, compile_step
 

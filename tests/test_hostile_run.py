@@ -177,21 +177,14 @@ def test_compile_on_a_full_disk_is_a_clear_error(tmp_path):
 def _tiny_trainer(run_dir, max_steps=4):
     import torch
 
-    from essdsl.lang.check import load_graph
-    from essdsl.compile import ModelConfig, build_manifest, build_model
+    import essdsl
     from essdsl.tasks.corpus import synthetic_corpus
-    from essdsl.nas.runconfig import RunConfig
-    from essdsl.nas.trainer import Trainer
     from essdsl.tasks.lm import LanguageModelTask
 
     torch.set_num_threads(1)  # as the CLI does for small cells: two threads on a busy machine are 20x slower
-    corpus = synthetic_corpus(0, train=3000, valid=600, test=300)
-    graph = load_graph(ROOT / SPACE, {"ninp": 8, "nhid": 8})
-    cfg = ModelConfig(vocab=corpus.vocab, search=True)
-    torch.manual_seed(0)
-    model = build_model(graph, cfg)
-    run_cfg = RunConfig(epochs=1, max_steps=max_steps, batch_size=8, eval_batch_size=10, bptt=8)
-    return Trainer(model, LanguageModelTask(corpus, bptt=run_cfg.bptt), run_cfg, run_dir, build_manifest(graph, cfg, model))
+    task = LanguageModelTask(synthetic_corpus(0, train=3000, valid=600, test=300), bptt=8)  # DARTS's search dropouts
+    return essdsl.trainer(ROOT / SPACE, task, run_dir=run_dir, ninp=8, nhid=8, epochs=1, max_steps=max_steps, batch_size=8,
+                          eval_batch_size=10, bptt=8)  # fmt: skip
 
 
 def test_validation_losses_that_are_not_a_good_state():

@@ -125,3 +125,11 @@ def test_registry_rejects_a_duplicate_or_a_template_without_one_operand():
         ops.register(ops.Op("tanh", lambda v: v, "{}"))
     with pytest.raises(ValueError, match="exactly one"):
         ops.Op("twice", lambda v: v, "({} + {})")
+
+
+def test_registered_op_is_offered_by_the_language_server(softsign):
+    from essdsl.lsp.analysis import op_doc, op_names
+
+    assert "softsign" in op_names()
+    assert op_doc("softsign") == ops.get("softsign").doc
+    assert "neg" not in op_names()  # internal: what a - b means

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import essdsl
 from essdsl.lang.check import check_text, load_graph
 from essdsl.compile import ModelConfig, build_manifest, build_model
 from essdsl.tasks.corpus import synthetic_corpus
-from essdsl.nas.derive import arch_summary, derive_choices, genotype_text
+from essdsl.nas.derive import derive_choices, genotype_text
 from essdsl.lang.parse import parse_space
 from essdsl.nas.bilevel import split_parameters
 from essdsl.nas.runconfig import Diverged, Interrupted, RunConfig
@@ -27,17 +28,12 @@ def corpus():
     return synthetic_corpus(0, train=6000, valid=1500, test=500)
 
 
-def make_trainer(name, corpus, run_dir, order="first", max_steps=4, epochs=1, seed=0, batch_size=8, bptt=8, **overrides):
+def make_trainer(name, corpus, run_dir, order="first", max_steps=4, epochs=1, seed=0, batch_size=8, bptt=8):
     path = ROOT / "spaces" / f"{name}.space"
-    graph = load_graph(path, SIZES)
-    cfg = ModelConfig(vocab=corpus.vocab, search=True, dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, dropoute=0.0)
-    torch.manual_seed(seed)
-    model = build_model(graph, cfg)
-    manifest = build_manifest(graph, cfg, model)
-    run_cfg = RunConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_batch_size=10, bptt=bptt, order=order, seed=seed, **overrides)
-    arch_view = lambda m: arch_summary(manifest, {n: p for n, p in m.named_parameters() if n.startswith("arch.")})
-    trainer = Trainer(model, LanguageModelTask(corpus, bptt=bptt), run_cfg, run_dir, manifest, describe_arch=arch_view)
-    return trainer, manifest, parse_space(path.read_text(), str(path))
+    task = LanguageModelTask(corpus, bptt=bptt, dropouts=dict(dropout=0.1, dropouth=0.1, dropoutx=0.1, dropouti=0.1, dropoute=0.0))
+    trainer = essdsl.trainer(path, task, run_dir=run_dir, **SIZES, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                             eval_batch_size=10, bptt=bptt, order=order, seed=seed)  # fmt: skip
+    return trainer, trainer.manifest, parse_space(path.read_text(), str(path))
 
 
 @pytest.mark.parametrize("order", ["first", "second"])

@@ -55,13 +55,29 @@ except ImportError as exc:  # pragma: no cover
 from essdsl.cli import study  # noqa: E402,F401  (registers sample, study run/report)
 
 
+def error_message(exc) -> str:
+    """How the command line prints an :class:`~essdsl.errors.EssdslError`: diagnostics as
+    ``file:line:col: error: …``, a setting by its flag, anything else as ``essdsl: error: …``."""
+    from essdsl.errors import SpaceError
+    from essdsl.nas.runconfig import SettingError
+    from essdsl.options import option_name
+
+    if isinstance(exc, SpaceError):
+        return exc.render()
+    if getattr(exc, "located", False):  # the message starts with the file it is about
+        return str(exc)
+    if isinstance(exc, SettingError):
+        return f"essdsl: error: {exc.render(option_name(exc.setting))}"
+    return f"essdsl: error: {exc}"
+
+
 def main() -> None:
-    from essdsl.files import OutputError
+    from essdsl.errors import EssdslError
 
     try:
         app()
-    except OutputError as exc:  # any output file that cannot be written (full disk, read-only, ...)
-        print(f"essdsl: error: {exc}", file=sys.stderr)
+    except EssdslError as exc:  # every stage's error, an unwritable output file included
+        print(error_message(exc), file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Optional
 
 from lsprotocol import types
 
+from essdsl import ops
 from essdsl.lang import ir
 from essdsl.lang.check import check_text
 from essdsl.errors import Diagnostic, sort_key
@@ -205,17 +206,26 @@ class _Indexer:
 
 
 # ----------------------------------------------------------------- documentation
-OP_DOCS = {
-    "tanh": "hyperbolic tangent",
-    "relu": "max(0, x)",
-    "sigmoid": "logistic sigmoid σ(x)",
-    "identity": "the value itself (parameter-free; with no `zero` to compete DARTS tends to collapse onto it)",
-    "zero": "no connection: the edge contributes nothing and is never kept",
+# Functions that are not registered ops (their docs); every op's doc comes from the
+# op registry, read when asked, so an op registered after import is offered too.
+FUNCTION_DOCS = {
     "linear": "`[a, b, …] W + b`, output size `dim` (default: the output state's)",
     "project": "`[a, …] W`, no bias; as a transform: one matrix per candidate edge, `f(u W_e)`",
     "highway": "`c + σ(k) ⊙ (f(g) − c)` with `[k, g] = [a, …] W`; as a transform: one `W: d × 2d` shared by the node's edges",
     "mean": "elementwise mean of its arguments; as a combiner: the weighted mean of the edges",
 }
+
+
+def op_doc(name: str) -> Optional[str]:
+    """Hover/completion text of an op or function name, None for other names."""
+    if ops.is_op(name):
+        return ops.get(name).doc
+    return FUNCTION_DOCS.get(name)
+
+
+def op_names() -> tuple[str, ...]:
+    """The ops a user may write (every registered op but the internal negation)."""
+    return tuple(op for op in ops.names() if op != ops.NEG)
 
 KEYWORDS = ("space", "genotype", "provenance", "ops", "defaults", "cell", "input", "state", "node", "mix", "from", "pairs", "output")
 ATTRIBUTES = ("transform", "combine", "select", "keep", "norm", "dim")
@@ -226,7 +236,6 @@ ATTRIBUTE_VALUES = {
     "norm": ir.NORMS,
     "dim": ("ninp", "nhid"),
 }
-OPS = tuple(op for op in ir.ACTIVATIONS if op != "neg")
 
 
 # ----------------------------------------------------------------- the analysis

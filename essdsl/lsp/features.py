@@ -14,7 +14,7 @@ from lsprotocol import types
 
 from essdsl.lang import ir
 from essdsl.lang.graph import stream_key
-from essdsl.lsp.analysis import ATTRIBUTE_VALUES, ATTRIBUTES, KEYWORDS, OP_DOCS, OPS, Analysis, Occurrence, scan_definitions
+from essdsl.lsp.analysis import ATTRIBUTE_VALUES, ATTRIBUTES, KEYWORDS, Analysis, Occurrence, op_doc, op_names, scan_definitions
 
 # ----------------------------------------------------------------- hover
 
@@ -34,7 +34,7 @@ def hover(analysis: Analysis, position: types.Position) -> Optional[types.Hover]
 
 def _hover_text(a: Analysis, o: Occurrence) -> str:
     if o.namespace == "op":
-        doc = OP_DOCS.get(o.name)
+        doc = op_doc(o.name)
         return f"**{o.name}** — {doc}" if doc else ""
     if o.namespace == "space":
         return _space_summary(a)
@@ -173,7 +173,7 @@ def completion(analysis: Analysis, position: types.Position) -> types.Completion
     names = _defined_names(analysis)
     items: list[tuple[str, str, str]] = []  # (label, kind, detail)
     if context == "op":
-        items += [(op, "op", OP_DOCS.get(op, "op")) for op in OPS]
+        items += [(op, "op", op_doc(op) or "op") for op in op_names()]
     elif context == "op-ref":
         items += [(n, "op-set", "op set") for n, k in names if k == "op-set"]
     elif context == "source":  # a candidate source of a mixed node
@@ -184,8 +184,8 @@ def completion(analysis: Analysis, position: types.Position) -> types.Completion
     else:
         items += [(k, "keyword", "keyword") for k in KEYWORDS]
         items += [(k, "attribute", "mixed-node attribute") for k in ATTRIBUTES]
-        items += [(f, "op", OP_DOCS.get(f, "function")) for f in _FUNCTIONS]
-        items += [(op, "op", OP_DOCS.get(op, "op")) for op in OPS if op not in _FUNCTIONS]
+        items += [(f, "op", op_doc(f) or "function") for f in _FUNCTIONS]
+        items += [(op, "op", op_doc(op) or "op") for op in op_names() if op not in _FUNCTIONS]
         items += [(n, k, {"fixed": "node", "mixed": "mixed node"}.get(k, k)) for n, k in names]
     seen, out = set(), []
     for label, kind, detail in items:

@@ -464,6 +464,34 @@ def own_carries(ctx: DistContext, carries: dict) -> dict:
     return carries["ranks"][ctx.rank] if written > 1 else carries
 
 
+def same_on_all(ctx: DistContext, path):
+    """Rank 0's ``path`` on every process (a default run folder holds a timestamp,
+    which the ranks could read a second apart)."""
+    from pathlib import Path
+
+    return Path(broadcast_object(ctx, str(path)))
+
+
+def check_same_launch(ctx: DistContext, run: dict) -> None:
+    """Refuse to resume a run on another number of processes than it was started on
+    (its manifest's ``launch``): each process carries its share of the batch's state."""
+    started = int((run.get("launch") or {}).get("world_size", 1))
+    if started != ctx.world_size:
+        how = "without torchrun (one process)" if started == 1 else f"with torchrun --nproc_per_node={started} (or {started} processes over all nodes)"
+        raise DistributedError(
+            f"refusing to resume: this run was started on {started} process{'es' if started != 1 else ''} and this launch has "
+            f"{ctx.world_size}; each process carries its share of the batch's state between steps, so resume it {how}"
+        )
+
+
+def compile_refusal(ctx: DistContext) -> str:
+    """Why a data-parallel run does not use torch.compile ("" in one process)."""
+    if not ctx.enabled:
+        return ""
+    return ("running eagerly: data-parallel runs do not use torch.compile (the all-reduce of the synced BatchNorm sits "
+            "inside the compiled time step; not supported here)")  # fmt: skip
+
+
 class RemoteError(DistributedError):
     """Another rank (rank 0) failed; it printed why."""
 
@@ -725,6 +753,9 @@ __all__ = [
     "RemoteError",
     "ShardedStream",
     "batch_sharder",
+    "check_same_launch",
+    "compile_refusal",
+    "same_on_all",
     "carries_of_all",
     "current",
     "on_main",

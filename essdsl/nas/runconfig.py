@@ -22,8 +22,8 @@ class RunError(EssdslError):
 class Interrupted(EssdslError):
     """Raised after a requested stop (Ctrl-C) once the checkpoint is written."""
 
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: Path, epoch: int = 0, step: int = 0):
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step  # the epoch it stopped in (from 1)
         super().__init__(f"interrupted; state saved to {checkpoint}")
 
 
@@ -64,3 +64,29 @@ class RunConfig:
     def from_dict(cls, data: dict) -> "RunConfig":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+class SettingError(RunError, ValueError):
+    """A setting that cannot be used.  The message names the setting as the library
+    calls it (``epochs``); :meth:`render` names it as the caller does (the CLI's
+    ``--epochs``)."""
+
+    def __init__(self, setting: str, template: str, **values):
+        self.setting, self.template, self.values = setting, template, values
+        super().__init__(self.render(setting))
+
+    def render(self, name: str) -> str:
+        return self.template.format(setting=name, **self.values)
+
+
+def check_settings(values: dict) -> None:
+    """Check settings against the option table (:mod:`essdsl.options`); a
+    :class:`SettingError` for the first value outside its range."""
+    from essdsl.options import RANGES, option_problems
+
+    for name, value in values.items():
+        if name in RANGES and option_problems({name: value}, name_of=str):
+            limits = RANGES[name]
+            raise SettingError(name, "{setting} must be {allowed}, got {value}", allowed=limits.describe(), value=value)
+    if values.get("data") is not None and values.get("synthetic_tokens") is not None:
+        raise SettingError("synthetic_tokens", "{setting} sets the size of the built-in corpus; it cannot be combined with data")

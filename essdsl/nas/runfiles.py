@@ -61,7 +61,7 @@ class SpaceRecord(_Record):
 class CorpusRecord(_Record):
     name: str
     source: str
-    vocab: int = Field(gt=0)
+    vocab: Optional[int] = Field(default=None, gt=0)  # a language model's; other tasks record their own fields
     unigram_ppl: Optional[float] = None
     floor_ppl: Optional[float] = None
 
@@ -103,8 +103,8 @@ class RunManifest(_Record):
 class MetricsRecord(_Record):
     epoch: int = Field(ge=1)
     step: Optional[int] = None
-    train_ppl: float
-    valid_ppl: float
+    train_ppl: Optional[float] = None  # a language model's; other tasks record their own metrics
+    valid_ppl: Optional[float] = None
     elapsed_s: float
     arch: dict[str, Union[conlist(float, min_length=1), conlist(conlist(float, min_length=1), min_length=1)]] = Field(default_factory=dict)
 
@@ -211,7 +211,9 @@ def validate(schema: type[BaseModel], data, path: PathLike, where: str = "") -> 
 
 
 # ----------------------------------------------------------------- reading
-def _read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path`` (the ``what`` a message calls it); a RunFileError naming the
+    file (and the line of a byte that is not UTF-8) otherwise."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -228,7 +230,7 @@ def _read_text(path: Path, what: str) -> str:
 
 
 def _read_json(path: Path, what: str):
-    text = _read_text(path, what)
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -252,7 +254,7 @@ def read_metrics(path: PathLike) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(_read_text(path, "metrics file").splitlines(), 1):
+    for number, line in enumerate(read_text(path, "metrics file").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -29,8 +29,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from essdsl.files import atomic_write_text
-from essdsl.nas import checkpoint, distributed, runfiles
+from essdsl.nas import checkpoint, distributed
 from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters
 from essdsl.nas.checkpoint import Progress, TrainerState, to_device
 from essdsl.nas.runconfig import Diverged, Interrupted, RunConfig, RunError
@@ -342,11 +341,11 @@ class Trainer:
                 if self._stop_requested:
                     path = self.save_checkpoint()
                     distributed.barrier(distributed.current(), "the checkpoint")  # no rank exits before it is written
-                    raise Interrupted(path)
+                    raise Interrupted(path, self.epoch + 1, self.step)
             self._end_epoch()
             if self._stop_requested:
                 distributed.barrier(distributed.current(), "the checkpoint")
-                raise Interrupted(self.checkpoint_path)
+                raise Interrupted(self.checkpoint_path, self.epoch + 1, self.step)
         return self.history
 
     def _budget_spent(self) -> bool:
@@ -454,6 +453,21 @@ def divergence_message(reason: str, lr: float, checkpoint: Path, notes: list[str
 
 
 # ----------------------------------------------------------------- Ctrl-C
+def stop_on_signals(trainer: "Trainer", message: Callable[[], None] = lambda: None):
+    """The context that turns a stop request into a checkpoint: Ctrl-C in one process
+    (:class:`StopOnSigint`; a second Ctrl-C interrupts at once); SIGINT or SIGTERM on
+    any rank of a data-parallel run (torchrun forwards both to every rank and kills
+    them 30 s later, so there a second signal is no 'at once')."""
+    if not distributed.current().enabled:
+        return StopOnSigint(trainer, message)
+
+    def on_request():
+        message()
+        trainer.request_stop()
+
+    return distributed.StopSignals(on_request, interrupt_on_repeat=False)
+
+
 class StopOnSigint:
     """Context manager: the first SIGINT asks ``trainer`` to stop after the
     current step (it then checkpoints); a second one interrupts at once."""
@@ -483,8 +497,3 @@ class StopOnSigint:
             signal.signal(signal.SIGINT, self.previous)
         return False
 
-
-def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """``metrics.jsonl``: one JSON line per epoch, rewritten atomically."""
-    text = "".join(runfiles.metrics_line(r) for r in history)
-    atomic_write_text(Path(run_dir) / "metrics.jsonl", text)

@@ -59,25 +59,33 @@ class TaskSpec:
     summary: str
     options: tuple = ()
     preset: dict = field(default_factory=dict)  # options this name fixes
+    # "module:callable"; called as defaults(kind, options) -> the run settings of a
+    # "search" or "train" run with these options (sizes, epochs, lr, dropouts, ...)
+    defaults: str = ""
 
     def load_factory(self) -> Callable[..., Any]:
-        module, _, attribute = self.factory.partition(":")
-        target = importlib.import_module(module)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-        return target
+        return _load(self.factory)
+
+
+def _load(reference: str) -> Callable[..., Any]:
+    module, _, attribute = reference.partition(":")
+    target = importlib.import_module(module)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
 
 
 TASKS: dict[str, TaskSpec] = {}
 
 
-def register(name: str, factory: str, summary: str, options: tuple = (), preset: Optional[dict] = None, of: Optional[str] = None) -> TaskSpec:
-    """Add a task, or with ``of`` a preset of a registered one (its factory and options,
-    with ``preset`` fixed)."""
+def register(name: str, factory: str, summary: str, options: tuple = (), preset: Optional[dict] = None,
+             of: Optional[str] = None, defaults: str = "") -> TaskSpec:  # fmt: skip
+    """Add a task, or with ``of`` a preset of a registered one (its factory, options and
+    defaults, with ``preset`` fixed)."""
     if of is not None:
         base = TASKS[of]
-        factory, options = base.factory, base.options
-    TASKS[name] = TaskSpec(name, factory, summary, tuple(options), dict(preset or {}))
+        factory, options, defaults = base.factory, base.options, base.defaults
+    TASKS[name] = TaskSpec(name, factory, summary, tuple(options), dict(preset or {}), defaults)
     return TASKS[name]
 
 
@@ -117,6 +125,16 @@ def create(name: str, seed: int, options: Optional[dict] = None, **settings):
     return spec.load_factory()(seed=seed, **settings, **values)
 
 
+def defaults(name: str, kind: str, options: Optional[dict] = None) -> dict:
+    """The settings a ``kind`` ("search" or "train") run of task ``name`` starts from
+    (sizes, epochs, batch size, learning rate, dropouts, final epochs), given its options."""
+    spec = get(name)
+    values = {o.name: o.default for o in spec.options}
+    values.update(spec.preset)
+    values.update(options or {})
+    return _load(spec.defaults)(kind, values)
+
+
 def options_help() -> str:
     """Every registered task and its options, for ``--help``."""
     parts = []
@@ -136,8 +154,64 @@ register(
     "lm",
     "essdsl.tasks.lm:LanguageModelTask.load",
     "word-level language modelling (built-in corpus, or PTB/WikiText folders)",
+    defaults="essdsl.tasks.lm:defaults",
     options=(
         TaskOption("data", str, None, "folder with train.txt/valid.txt/test.txt (also --data); default: the built-in corpus"),
         TaskOption("synthetic_tokens", _optional_int, None, "training tokens of the built-in corpus (also --synthetic-tokens)"),
     ),
 )
+
+register(
+    "forecast",
+    "essdsl.tasks.forecast:ForecastTask.load",
+    "multivariate time-series forecasting (built-in Lorenz-96 series, or a CSV file)",
+    defaults="essdsl.tasks.forecast:defaults",
+    options=(
+        TaskOption("data", str, None, "CSV file: a header line, one row per step, oldest first; default: the built-in Lorenz-96 series"),
+        TaskOption("target", str, None, "comma-separated series to forecast (default: every series)"),
+        TaskOption("columns", str, None, "comma-separated CSV columns read as series (default: every column but the time column)"),
+        TaskOption("time_column", str, None, "the CSV's time column (default: a first column named time, date, ...)"),
+        TaskOption("transform", str, "none", "none, or logdiff: 100 x the log-differences of every series"),
+        TaskOption("window", int, 12, "input steps per sample"),
+        TaskOption("horizon", int, 1, "forecast the values this many steps after the window"),
+        TaskOption("data_seed", int, 0, "seed of the built-in series (the run's seed does not change the data)"),
+        TaskOption("steps", _optional_int, None, "length of the built-in series (default 2000)"),
+        TaskOption("variables", _optional_int, None, "variables of the built-in series (default 8)"),
+    ),
+)
+# The classic VAR setting on statsmodels' US macro data: quarterly growth (100 x
+# log-differences) of real GDP, consumption and investment, forecast from two years.
+register(
+    "macrodata",
+    "",
+    "forecast preset: growth of realgdp, realcons, realinv from --task-option data=.../macrodata.csv",
+    preset={"columns": "realgdp,realcons,realinv", "transform": "logdiff", "window": 8},
+    of="forecast",
+)
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_flag.__name__ = "bool"
+
+register(
+    "tagging",
+    "essdsl.tasks.tagging:TaggingTask.load",
+    "sequence tagging (chunking, NER) on CoNLL column files with a bidirectional CRF tagger around the cell",
+    options=(
+        TaskOption("data", str, None, "folder with train.txt, test.txt and valid.txt or dev.txt (CoNLL columns)"),
+        TaskOption("columns", str, None, "column names in file order: word, tag, '-' (ignored), others are features"),
+        TaskOption("scheme", str, None, "labels the model is trained on: bio or iobes (files may use bio, iob1, iobes)"),
+        TaskOption("chars", _flag, None, "a character CNN next to the word embedding"),
+        TaskOption("crf", _flag, None, "a CRF over the tag scores (false: per-token softmax)"),
+        TaskOption("max_train_sentences", _optional_int, None, "train on the first N training sentences"),
+    ),
+    defaults="essdsl.tasks.tagging:command_line_defaults",
+)
+register("chunking", "", "CoNLL-2000 chunking (word POS chunk)", of="tagging", preset={"preset": "chunking"})
+register("ner", "", "CoNLL-2003 named entities (word POS chunk NE; words and characters)", of="tagging", preset={"preset": "ner"})

@@ -31,7 +31,12 @@ UNK = "<unk>"
 
 
 class DataError(EssdslError):
-    """A data set cannot be used; the message says why and what to do."""
+    """A data set cannot be used; the message says why and what to do.  ``located``:
+    the message already starts with the file it is about (``path: error: ...``)."""
+
+    def __init__(self, message: str, located: bool = False):
+        super().__init__(message)
+        self.located = located
 
 
 @dataclass

@@ -57,9 +57,21 @@ PRESETS = {
 }
 
 
+# What every run starts from unless told otherwise (DARTS's values).
+COMMON = {"search": dict(wd=5e-7, clip=0.25, eval_batch_size=10, seed=0), "train": dict(wd=8e-7, clip=0.25, eval_batch_size=10, seed=0)}
+
+
 def preset_name(data: Optional[str]) -> str:
     """The preset a run gets: DARTS's settings on a real corpus, small ones on the built-in one."""
     return "synthetic" if data is None else "darts"
+
+
+def defaults(kind: str, options: dict) -> dict:
+    """The settings of a ``kind`` ("search" or "train") run with these task options:
+    the preset's sizes, epochs, batch size, bptt, lr and dropouts, and the final
+    training's epochs after a search."""
+    preset = PRESETS[preset_name(options.get("data"))]
+    return {**COMMON[kind], **preset[kind], "dropouts": dict(preset[f"{kind}_dropouts"]), "final_epochs": preset["final_epochs"]}
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

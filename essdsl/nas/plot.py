@@ -1,0 +1,78 @@
+"""PNG plots of a run: perplexities over epochs and every architecture weight (θ, φ) over time."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Optional
+
+from essdsl.files import atomic_write_bytes
+from essdsl.nas.runconfig import RunError
+from essdsl.nas.runs import read_manifest, read_metrics
+
+
+def plot_run(run_dir: Path, out: Optional[Path] = None) -> list[Path]:
+    """Write the plots of ``run_dir`` into ``out`` (default RUN_DIR/plots); the paths written."""
+    run_dir = Path(run_dir)
+    run = read_manifest(run_dir)
+    metrics = read_metrics(run_dir)
+    if not metrics:
+        raise RunError(f"{run_dir} has no finished epoch yet (metrics.jsonl is empty or missing)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(out) if out is not None else run_dir / "plots"  # created by the first write (a clear error if it is a file)
+    written: list[Path] = []
+
+    def save(fig, name):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(folder / name, buffer.getvalue())
+        written.append(folder / name)
+
+    epochs = [m["epoch"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [m["train_ppl"] for m in metrics], marker="o", label="train ppl")
+    ax.plot(epochs, [m["valid_ppl"] for m in metrics], marker="o", label="valid ppl")
+    floor = (run.get("corpus") or {}).get("floor_ppl")
+    if floor:
+        ax.axhline(floor, color="grey", linestyle="--", label=f"floor {floor:.2f}")
+    from essdsl.nas.growing import growth_marks
+
+    for x, label in growth_marks(metrics):  # a growing search: where the backbone grew
+        ax.axvline(x, color="tab:green", linestyle=":", linewidth=1)
+        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), fontsize=7, color="tab:green", ha="right", va="top", rotation=90)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"{run['space']['name']} ({run_dir.name})")
+    save(fig, "perplexity.png")
+
+    manifest = run.get("model_manifest", {}).get("arch", {})
+    for name in list(metrics[-1].get("arch", {})):
+        entry = manifest.get(name, {})
+        series = [m.get("arch", {}).get(name) for m in metrics]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if entry.get("kind") == "combine" or (series[-1] and not isinstance(series[-1][0], list)):
+            labels = entry.get("choices") or [str(i) for i in range(len(series[-1]))]
+            for i, label in enumerate(labels):
+                ax.plot(epochs, [s[i] if s else math.nan for s in series], marker=".", label=label)
+        else:
+            edges = entry.get("edges") or [str(i) for i in range(len(series[-1]))]
+            ops = entry.get("ops") or [str(k) for k in range(len(series[-1][0]))]
+            mask = entry.get("mask") or [[True] * len(ops) for _ in edges]
+            for e, edge in enumerate(edges):
+                for k, op in enumerate(ops):
+                    if mask[e][k]:
+                        ax.plot(epochs, [s[e][k] if s else math.nan for s in series], marker=".", label=f"{op}({edge})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("softmax weight")
+        ax.set_title(name)
+        ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        save(fig, f"{name.replace('.', '_')}.png")
+    return written

@@ -1,0 +1,377 @@
+"""The ``tagging`` task: chunking or named-entity recognition on CoNLL column files
+with a searched (or hand-written) cell inside a bidirectional CRF tagger.
+
+Presets (:data:`PRESETS`): ``chunking`` (CoNLL-2000: ``word POS chunk``, the POS tag
+embedded next to the word) and ``ner`` (CoNLL-2003: ``word POS chunk NE``, word and a
+character CNN; the POS and chunk columns ignored).  Any other CoNLL folder works with
+``columns=...`` (see :mod:`essdsl.tasks.tagging_data`).
+
+The trainer minimises the loss per token (the CRF's negative log-likelihood, or the
+cross-entropy with ``crf=False``); a search uses the same loss on validation
+batches as its outer objective (F1 is not differentiable).  The best epoch is the
+one with the best validation span F1 (conlleval's, :mod:`essdsl.tasks.tagging_metrics`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from essdsl.tasks.base import Batch, Metric
+from essdsl.tasks.corpus import DataError
+from essdsl.tasks.tagging_data import (
+    OUTSIDE,
+    Columns,
+    TaggingData,
+    load_tagging_data,
+    normalise_word,
+)
+from essdsl.tasks.tagging_metrics import span_scores
+from essdsl.tasks.tagging_model import TagBatch, Tagger, TaggerConfig
+
+LM_RUN_SETTINGS = ("bptt", "dropouts", "synthetic_tokens")
+MAX_WORD_CHARS = 20  # longer words are cut for the character encoder
+BUCKET_BATCHES = 20  # sentences of this many batches are sorted by length together
+
+
+@dataclass(frozen=True)
+class TaggingSettings:
+    """Everything that fixes the tagging data and the model around the cell."""
+
+    data: str = "../shared/data/conll2000"
+    columns: str = "word,pos,tag"
+    scheme: str = "bio"  # what the model is trained on; files may use any scheme
+    chars: bool = False  # character CNN next to the word embedding
+    crf: bool = True
+    feature_dim: int = 16
+    char_dim: int = 16
+    char_filters: int = 32
+    dropout: float = 0.33  # token representation and cell outputs
+    cell_dropout: float = 0.1  # variational masks on the cell's inputs and states
+    min_count: int = 2  # rarer training words are <unk>
+    max_train_sentences: Optional[int] = None  # first N training sentences (budgeted runs)
+    preset: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, TaggingSettings] = {
+    "chunking": TaggingSettings(data="../shared/data/conll2000", columns="word,pos,tag", preset="chunking"),
+    "ner": TaggingSettings(data="", columns="word,-,-,tag", chars=True, preset="ner"),
+}
+
+
+def settings_for(task: str = "tagging", **overrides) -> TaggingSettings:
+    """The settings of ``task`` (``tagging``, ``chunking`` or ``ner``) with ``overrides``
+    (None values keep the preset's)."""
+    base = PRESETS.get(task, TaggingSettings())
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(chosen) - set(TaggingSettings.__dataclass_fields__)
+    if unknown:
+        raise DataError(f"unknown tagging setting(s): {', '.join(sorted(unknown))}")
+    return replace(base, **chosen)
+
+
+def command_line_defaults(kind: str, options: dict) -> dict:
+    """The registry's run settings for ``essdsl search/train --task tagging``: the data
+    is read (a bad file is reported at its line), then the run is refused, because the
+    commands still build, compile and report language models (the corpus checks, the
+    LM head, perplexity); :mod:`essdsl.tasks.tagging_run` runs the trainer on tagging."""
+    from essdsl.tasks import TaskError
+
+    TaggingTask.load(**options)
+    raise TaskError(
+        "the search/train/eval commands drive language models only so far; run the tagging task "
+        "from Python with essdsl.tasks.tagging_run (README, 'Tagging')"
+    )
+
+
+# ---------------------------------------------------------------- encoded sentences
+@dataclass
+class Encoded:
+    words: list[int]
+    features: list[list[int]]
+    chars: list[list[int]]
+    tags: list[int]
+
+
+def encode_split(data: TaggingData, split: str, with_chars: bool) -> list[Encoded]:
+    out = []
+    for s in data.split(split):
+        out.append(
+            Encoded(
+                data.words.ids([normalise_word(w) for w in s.words]),
+                [vocab.ids(column) for vocab, column in zip(data.features, s.features)],
+                [data.chars.ids(list(w[:MAX_WORD_CHARS])) for w in s.words] if with_chars else [],
+                data.tags.ids(s.tags),
+            )
+        )
+    return out
+
+
+def collate(sentences: list[Encoded], index: list[int], with_chars: bool) -> TagBatch:
+    T = max(len(s.words) for s in sentences)
+    B = len(sentences)
+    words = torch.zeros(T, B, dtype=torch.long)
+    tags = torch.zeros(T, B, dtype=torch.long)
+    features = [torch.zeros(T, B, dtype=torch.long) for _ in sentences[0].features]
+    chars = None
+    if with_chars:
+        L = max(len(c) for s in sentences for c in s.chars)
+        chars = torch.zeros(T, B, L, dtype=torch.long)
+    for b, s in enumerate(sentences):
+        n = len(s.words)
+        words[:n, b] = torch.tensor(s.words)
+        tags[:n, b] = torch.tensor(s.tags)
+        for k, column in enumerate(s.features):
+            features[k][:n, b] = torch.tensor(column)
+        if chars is not None:
+            for t, c in enumerate(s.chars):
+                chars[t, b, : len(c)] = torch.tensor(c)
+    lengths = torch.tensor([len(s.words) for s in sentences])
+    return TagBatch(words, features, chars, tags, lengths, list(index))
+
+
+class SentenceStream:
+    """Batches of sentences: a shuffled epoch (train) or an endless shuffled stream
+    (validation batches of a search).
+
+    Epoch ``e``'s order is a function of (seed, e) only: a permutation, cut into pools
+    of :data:`BUCKET_BATCHES` batches whose sentences are sorted by length (little
+    padding), the batches then shuffled.  So the state is two integers.
+    """
+
+    def __init__(self, sentences: list[Encoded], batch_size: int, seed: int, device, with_chars: bool,
+                 endless: bool = False):
+        if batch_size < 1:
+            raise DataError(f"batch size {batch_size} must be at least 1")
+        self.sentences, self.batch_size, self.seed = sentences, batch_size, seed
+        self.device, self.with_chars, self.endless = torch.device(device), with_chars, endless
+        self.epoch, self.position = 0, 0
+        self._plan()
+
+    def _plan(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.sentences))
+        pool = self.batch_size * BUCKET_BATCHES
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start : start + pool].tolist(), key=lambda i: len(self.sentences[i].words))
+            cut = [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            if len(cut) > 1 and len(cut[-1]) == 1:
+                # no batch of one sentence: a supernet's batch normalisation cannot train on it
+                cut[-2] += cut.pop()
+            batches += cut
+        self.batches = [batches[i] for i in rng.permutation(len(batches))]
+        self.done_before = np.cumsum([0] + [len(b) for b in self.batches]).tolist()
+
+    def next(self, like: Optional[Batch] = None) -> Optional[Batch]:
+        fresh = False
+        if self.position >= len(self.batches):
+            if not self.endless:
+                return None
+            self.restart()
+            fresh = True
+        index = self.batches[self.position]
+        self.position += 1
+        tag_batch = collate([self.sentences[i] for i in index], index, self.with_chars).to(self.device)
+        return Batch(tag_batch, size=int(tag_batch.lengths.sum()), fresh=fresh)
+
+    def restart(self) -> None:
+        self.epoch += 1
+        self.position = 0
+        self._plan()
+
+    def progress(self) -> tuple[int, int]:
+        return self.done_before[self.position], len(self.sentences)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("batch_size", self.batch_size) != self.batch_size:
+            raise DataError(f"the saved stream used batch size {state['batch_size']}, not {self.batch_size}")
+        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+        self._plan()
+
+
+# ---------------------------------------------------------------- the task
+def default_cell_builder(graph, search: bool, dropout: float) -> torch.nn.Module:
+    """The compiled cell of ``graph`` (essdsl's ``--target cell``)."""
+    from essdsl.compile import build_cell  # the cell target (issue 13)
+    from essdsl.compile.config import ModelConfig
+
+    config = ModelConfig(vocab=1, dropout=0.0, dropouti=0.0, dropoute=0.0, dropoutx=dropout, dropouth=dropout,
+                         search=search)
+    return build_cell(graph, config)
+
+
+class TaggingTask:
+    """Sequence tagging on a CoNLL folder (see the module docstring)."""
+
+    name = "tagging"
+    metrics = (
+        Metric("f1", higher_is_better=True, label="F1"),
+        Metric("precision", higher_is_better=True, label="P"),
+        Metric("recall", higher_is_better=True, label="R"),
+    )
+
+    def __init__(self, settings: TaggingSettings, cell_builder: Optional[Callable] = None):
+        if not settings.data:
+            raise DataError(
+                f"the {settings.preset or 'tagging'} task needs a data folder "
+                "(train.txt, test.txt, valid.txt or dev.txt in CoNLL column format)"
+            )
+        self.settings = settings
+        self.columns = Columns.parse(settings.columns)
+        self.data = load_tagging_data(
+            Path(settings.data), self.columns, settings.scheme, settings.min_count,
+            max_train_sentences=settings.max_train_sentences,
+        )
+        self.cell_builder = cell_builder or default_cell_builder
+        self.encoded = {split: encode_split(self.data, split, settings.chars) for split in ("train", "valid", "test")}
+
+    @classmethod
+    def load(cls, seed: int = 0, preset: str = "tagging", **options) -> "TaggingTask":
+        """The registry's factory: ``preset``'s settings with ``options`` (None keeps the
+        preset's value).  ``seed`` does not change the data: the validation slice has
+        its own fixed seed so that runs with different seeds are scored alike.  The
+        language model's run-wide settings the command line hands every task (``bptt``,
+        ``dropouts``) mean nothing here."""
+        for key in LM_RUN_SETTINGS:
+            options.pop(key, None)
+        return cls(settings_for(preset, **options))
+
+    # ------------------------------------------------------------ description
+    def describe(self) -> str:
+        sizes = self.data.sizes()
+        s = self.settings
+        scheme = self.data.file_scheme.upper() + (f" read as {s.scheme.upper()}" if s.scheme != self.data.file_scheme else "")
+        return (
+            f"{self.data.name} ({self.columns}): train {sizes['train']['sentences']:,} sentences "
+            f"({sizes['train']['tokens']:,} tokens), valid {sizes['valid']['sentences']:,} "
+            f"[{self.data.valid_source}], test {sizes['test']['sentences']:,}; {len(self.data.tags)} tags, "
+            f"{scheme}; objective: {'CRF negative log-likelihood' if s.crf else 'cross-entropy'} per token, "
+            f"best epoch by span F1 (conlleval)"
+        )
+
+    def fingerprint(self) -> dict:
+        return {
+            "task": self.name,
+            "name": self.data.name,
+            "source": self.data.source,
+            "columns": str(self.columns),
+            "scheme": self.settings.scheme,
+            "valid": self.data.valid_source,
+            "sizes": self.data.sizes(),
+            "sha256": self.data.digest,
+            "settings": self.settings.to_dict(),
+        }
+
+    # ------------------------------------------------------------ model
+    def tagger_config(self, cell_input: int) -> TaggerConfig:
+        s = self.settings
+        others = s.feature_dim * len(self.data.features) + (s.char_filters if s.chars else 0)
+        return TaggerConfig(
+            words=len(self.data.words),
+            tags=len(self.data.tags),
+            features=tuple(len(v) for v in self.data.features),
+            # the word embedding fills the cell's input width when it can (no projection)
+            word_dim=max(16, cell_input - others),
+            feature_dim=s.feature_dim,
+            chars=len(self.data.chars) if s.chars else 0,
+            char_dim=s.char_dim,
+            char_filters=s.char_filters,
+            dropout=s.dropout,
+            crf=s.crf,
+        )
+
+    def build_model(self, graph, search: bool, seed: int) -> Tagger:
+        from essdsl.lang.graph import embedding_dim
+
+        torch.manual_seed(seed)
+        cell_input, cell_output = embedding_dim(graph), graph.dims[graph.output]
+        return Tagger(
+            self.tagger_config(cell_input),
+            lambda: self.cell_builder(graph, search, self.settings.cell_dropout),
+            cell_input,
+            cell_output,
+            share_arch=search,
+        )
+
+    # ------------------------------------------------------------ data
+    def train_stream(self, batch_size: int, seed: int, device: torch.device) -> SentenceStream:
+        return SentenceStream(self.encoded["train"], batch_size, seed, device, self.settings.chars)
+
+    def search_stream(self, batch_size: int, device: torch.device) -> SentenceStream:
+        return SentenceStream(self.encoded["valid"], batch_size, 0, device, self.settings.chars, endless=True)
+
+    def batches(self, split: str, batch_size: int, device) -> list[TagBatch]:
+        """``split`` in fixed batches of similar lengths (evaluation)."""
+        sentences = self.encoded[split]
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].words))
+        return [
+            collate([sentences[i] for i in order[k : k + batch_size]], order[k : k + batch_size], self.settings.chars).to(device)
+            for k in range(0, len(order), batch_size)
+        ]
+
+    # ------------------------------------------------------------ loss, metrics
+    def loss(self, model: Tagger, batch: Batch, carry: Any) -> tuple[torch.Tensor, Any]:
+        return model.loss(batch.inputs), None
+
+    @torch.no_grad()
+    def predict(self, model: Tagger, split: str, batch_size: int = 64) -> tuple[list[list[str]], float]:
+        """(predicted tags of every sentence of ``split`` in file order, mean loss per token)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        predicted: list[Optional[list[str]]] = [None] * len(self.encoded[split])
+        total, tokens = 0.0, 0
+        try:
+            for batch in self.batches(split, batch_size, device):
+                scores = model(batch)
+                total += float(model.sentence_losses(batch, scores).sum())
+                tokens += int(batch.lengths.sum())
+                for i, path in zip(batch.index, model.decode(batch, scores)):
+                    predicted[i] = [self.data.tags.items[t] for t in path]
+        finally:
+            model.train(was_training)
+        return predicted, total / max(tokens, 1)
+
+    def evaluate(self, model: Tagger, split: str, batch_size: int) -> dict[str, float]:
+        predicted, loss = self.predict(model, split, batch_size)
+        gold = [s.tags for s in self.data.split(split)]
+        return {"loss": loss, **span_scores(gold, predicted)}
+
+    def baseline(self, split: str = "valid") -> Optional[tuple[str, float]]:
+        """CoNLL-2000's baseline: every token gets the tag most frequent in train for its
+        first feature column (the POS tag), or for its word when there is no feature."""
+        def key(sentence, i):
+            return sentence.features[0][i] if sentence.features else normalise_word(sentence.words[i])
+
+        counts: dict[str, Counter] = {}
+        overall = Counter()
+        for s in self.data.train:
+            for i, tag in enumerate(s.tags):
+                counts.setdefault(key(s, i), Counter())[tag] += 1
+                overall[tag] += 1
+        fallback = overall.most_common(1)[0][0] if overall else OUTSIDE
+        best = {k: c.most_common(1)[0][0] for k, c in counts.items()}
+        sentences = self.data.split(split)
+        predicted = [[best.get(key(s, i), fallback) for i in range(len(s.tags))] for s in sentences]
+        f1 = span_scores([s.tags for s in sentences], predicted)["f1"]
+        what = self.columns.features[0] if self.columns.features else "word"
+        return f"most frequent tag per {what}", f1
+
+    def chance_loss(self) -> float:
+        return math.log(len(self.data.tags))
