@@ -441,11 +441,11 @@ class TaggingTask:
         rows.append((name, f1, None, None, 0))
         if self.data.name == "conll2000" and split == "test":
             rows.append(CONLL2000_WINNER)
-        header = f"{'model (' + split + ')':<36} {'F1':>7} {'P':>7} {'R':>7} {'params':>9}"
+        header = f"{'model (' + split + ')':<40} {'F1':>7} {'P':>7} {'R':>7} {'params':>9}"
         lines = [header, "-" * len(header)]
         for label, f, precision, recall, params in sorted(rows, key=lambda r: -r[1]):
             cells = [f"{v:>7.2f}" if v is not None else f"{'':>7}" for v in (f, precision, recall)]
-            lines.append(f"{label:<36} {' '.join(cells)} {params if params is not None else '':>9}")
+            lines.append(f"{label:<40} {' '.join(cells)} {params if params is not None else '':>9}")
         return "\n".join(lines)
 
     def chance_loss(self) -> float:
