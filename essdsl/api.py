@@ -585,7 +585,6 @@ def evaluate(run_or_checkpoint: Union[PathLike, Run], split: str = "valid", *, t
     seed = int(state.get("config", {}).get("seed", 0))
     if batch_size is None:  # the run's own validation batch size (the LM's default: 10)
         batch_size = int(state.get("config", {}).get("eval_batch_size") or 10)
-    check_settings({"batch_size": batch_size, "bptt": bptt})
     execution.set_threads(None, max(sizes.values()))  # as the run trained: one thread for a small cell
     dropouts = {k: v for k, v in model_cfg.items() if k.startswith("dropout")}
     task_impl = tasks.create(task_name, seed, chosen, bptt=bptt, dropouts=dropouts)
