@@ -12,7 +12,7 @@ line's language commands) stay fast and do not import torch.
 
 __version__ = "0.2.0"
 
-_API = ("Genotype", "Observer", "Run", "Space", "compare", "compile_space", "derive", "evaluate", "load_space", "plot", "search", "train", "trainer")
+_API = ("Genotype", "Observer", "Run", "Space", "compare", "compile_space", "derive", "evaluate", "export", "load_space", "plot", "search", "train", "trainer")
 
 __all__ = ["EssdslError", "__version__", *_API]
 

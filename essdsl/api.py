@@ -101,6 +101,16 @@ def compile_space(space: Union[PathLike, Space], sizes: Optional[dict] = None, v
     return model, build_manifest(graph, config, model, source_text=space.text)
 
 
+def export(space_file: PathLike, sizes: Optional[dict] = None, **settings):
+    """Write ``space_file`` compiled as a TorchScript artifact plus its manifest (what
+    ``essdsl compile`` does): ``target="lm"`` (tokens -> logits) or ``"cell"`` (the cell
+    alone), ``weights=`` a run's checkpoint to export trained; see
+    :func:`essdsl.nas.export.export_artifact` for every setting.  Returns what was written."""
+    from essdsl.nas.export import export_artifact
+
+    return export_artifact(Path(space_file), dict(sizes or {}), **settings)
+
+
 # ----------------------------------------------------------------- runs
 class Genotype(NamedTuple):
     path: Path
@@ -673,6 +683,7 @@ def plot(run: Union[PathLike, Run], out: Optional[PathLike] = None) -> list[Path
 
 
 __all__ = [
+    "export",
     "EssdslError", "Genotype", "Observer", "Run", "Space", "compare", "compile_space", "derive", "evaluate",
     "load_space", "plot", "search", "train", "trainer",
 ]  # fmt: skip

@@ -5,7 +5,6 @@ torch and the checker are imported inside the command only, so ``essdsl --help``
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -45,98 +44,24 @@ def compile_command(
     build/<name>.manifest.json (what every architecture weight stands for).
     """
     check_options(locals())
-    if impl not in ("generated", "reference"):
-        fail(f"--impl must be 'generated' or 'reference', got {impl!r}")
-    if target not in ("lm", "cell"):
-        fail(f"--target must be 'lm' or 'cell', got {target!r}")
-    if vocab <= 0:
-        fail(f"--vocab must be a positive integer, got {vocab}")
-    from essdsl.lang.check import check_file
+    from essdsl.errors import CheckError
+    from essdsl.nas.export import export_artifact
 
-    sizes = parse_sizes(ninp, nhid, None)
-    trained = _trained_weights(file, weights, sizes) if weights is not None else None
-    if trained is not None:
-        sizes = trained["sizes"]
-    start = time.perf_counter()
-    graph, report = check_file(file, sizes)
-    print_report(report)
-    if not report.ok or graph is None:
-        raise typer.Exit(1)
-
-    from essdsl.compile import ModelConfig, build_cell, build_manifest, build_model, generate_source
-    from essdsl.compile.config import embedding_dim
-    from essdsl.compile.manifest import save_artifact, save_manifest, save_state
-    from essdsl.files import check_output_path
-    from essdsl.nas.runfiles import sha256_file
-
-    config = ModelConfig(vocab=vocab, search=not discrete) if trained is None else ModelConfig(**trained["model_config"])
     try:
-        embedding_dim(graph)
-    except ValueError as exc:
-        fail(f"{file}: {exc}")
+        exported = export_artifact(file, parse_sizes(ninp, nhid, None), vocab=vocab, target=target, impl=impl, discrete=discrete,
+                                   weights=weights, output=output, emit_python=emit_python, report=print_report)  # fmt: skip
+    except CheckError:  # its diagnostics are printed already
+        raise typer.Exit(1) from None
     if emit_python:
-        typer.echo(generate_source(graph, config, target=target), nl=False)
+        typer.echo(exported.source, nl=False)
         return
-    model = (build_model if target == "lm" else build_cell)(graph, config, impl=impl)
-    if trained is not None:
-        try:
-            own = model.state_dict().keys()  # the cell takes the run's cell.*/arch.*/norms.* tensors
-            model.load_state_dict({k: v for k, v in trained["state"].items() if target == "lm" or k in own})
-        except RuntimeError as exc:
-            fail(f"{weights} does not match the model of {file} ({str(exc).splitlines()[0]})")
-        model.eval()  # an exported trained model is for inference: dropout off, BatchNorm on its running statistics
-    manifest = build_manifest(graph, config, model, path=file, target=target)
-    manifest["implementation"] = impl
-    # The reference interpreter walks the graph in Python and is not TorchScript-able:
-    # its artifact is the state dict (same names as the generated module's).
-    manifest["artifact"] = "torchscript" if impl == "generated" else "state_dict"
-    artifact = output or Path("build") / (f"{graph.name}.pt" if target == "lm" else f"{graph.name}.cell.pt")
-    try:
-        check_output_path(artifact, [file])
-        manifest_path = artifact.with_name(artifact.stem + ".manifest.json")
-        check_output_path(manifest_path, [file])
-        (save_artifact if impl == "generated" else save_state)(model, artifact)
-        manifest["artifact_sha256"] = sha256_file(artifact)  # verified by 'essdsl search ARTIFACT'
-        save_manifest(manifest, manifest_path)
-    except OSError as exc:
-        fail(str(exc))
-    elapsed = time.perf_counter() - start
-    counts = manifest["parameters"]
-    what = "supernet" if config.search and manifest["arch"] else "model"
-    what = what if target == "lm" else f"cell of the {what}"
+    counts = exported.manifest["parameters"]
     typer.echo(
-        f"{file}: {what} '{graph.name}': {counts['total']:,} parameters "
-        f"({counts['weights']:,} weights, {counts['arch']:,} architecture in {len(manifest['arch'])} tensors)"
+        f"{file}: {exported.what} '{exported.graph_name}': {counts['total']:,} parameters "
+        f"({counts['weights']:,} weights, {counts['arch']:,} architecture in {len(exported.manifest['arch'])} tensors)"
     )
     kind = "TorchScript module" if impl == "generated" else "state dict of the reference interpreter"
-    typer.echo(f"wrote {artifact} ({kind}) and {manifest_path} in {elapsed:.2f} s")
-
-
-def _trained_weights(file: Path, checkpoint: Path, sizes: dict) -> dict:
-    """Sizes, model config and weights (best epoch's if kept) of a run's checkpoint, which
-    must have been trained on ``file``'s exact text (the run records it)."""
-    from essdsl.nas.checkpoint import load_checkpoint
-    from essdsl.nas.runconfig import RunError
-
-    try:
-        state = load_checkpoint(checkpoint)
-    except RunError as exc:
-        fail(str(exc))
-    try:
-        described = state["run"]
-        text, run_sizes, model_config = described["space_text"], dict(described["sizes"]), dict(described["model_config"])
-    except KeyError:
-        fail(f"{checkpoint} lacks the model description (space, sizes); it was not written by essdsl train/search")
-    try:
-        same = file.read_text(encoding="utf-8") == text
-    except (OSError, UnicodeDecodeError):
-        same = True  # check_file reports the unreadable file itself
-    if not same:
-        fail(f"{checkpoint} was trained on another text than {file} (compile the genotype the run used)")
-    for key, value in sizes.items():
-        if run_sizes.get(key) != value:
-            fail(f"--{key} {value} differs from the {run_sizes.get(key)} the weights in {checkpoint} were trained with")
-    return {"sizes": run_sizes, "model_config": model_config, "state": state.get("best_model") or state["model"]}
+    typer.echo(f"wrote {exported.artifact} ({kind}) and {exported.manifest_path} in {exported.seconds:.2f} s")
 
 
 @app.command("bench")
