@@ -35,6 +35,10 @@ def plot_run(run_dir: Path, out: Optional[Path] = None) -> list[Path]:
         written.append(folder / name)
 
     epochs = [m["epoch"] for m in metrics]
+    if metrics[-1].get("valid_ppl") is None:  # another task than language modelling
+        save(_task_metrics_figure(plt, run, run_dir, metrics), "metrics.png")
+        _arch_plots(plt, save, run, metrics, epochs)
+        return written
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [m["train_ppl"] for m in metrics], marker="o", label="train ppl")
     ax.plot(epochs, [m["valid_ppl"] for m in metrics], marker="o", label="valid ppl")
@@ -47,7 +51,29 @@ def plot_run(run_dir: Path, out: Optional[Path] = None) -> list[Path]:
     ax.legend()
     ax.set_title(f"{run['space']['name']} ({run_dir.name})")
     save(fig, "perplexity.png")
+    _arch_plots(plt, save, run, metrics, epochs)
+    return written
 
+
+def _task_metrics_figure(plt, run: dict, run_dir: Path, metrics: list[dict]):
+    """Training and validation loss, and every other validation metric, over epochs."""
+    epochs = [m["epoch"] for m in metrics]
+    names = [k for k in metrics[-1] if k.startswith("valid_") and k != "valid_loss" and isinstance(metrics[-1][k], (int, float))]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(epochs, [m["train_loss"] for m in metrics], marker="o", label="train loss")
+    axes[0].plot(epochs, [m["valid_loss"] for m in metrics], marker="o", label="valid loss")
+    axes[0].set_yscale("log")
+    for name in names:
+        axes[1].plot(epochs, [m.get(name, math.nan) for m in metrics], marker="o", label=name.replace("_", " "))
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.suptitle(f"{run['space']['name']} ({run_dir.name}, task {run.get('task', 'lm')})")
+    return fig
+
+
+def _arch_plots(plt, save, run: dict, metrics: list[dict], epochs: list) -> None:
+    """One plot per architecture tensor: its softmax weights over epochs (``save`` writes it)."""
     manifest = run.get("model_manifest", {}).get("arch", {})
     for name in list(metrics[-1].get("arch", {})):
         entry = manifest.get(name, {})
@@ -70,4 +96,3 @@ def plot_run(run_dir: Path, out: Optional[Path] = None) -> list[Path]:
         ax.set_title(name)
         ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         save(fig, f"{name.replace('.', '_')}.png")
-    return written

@@ -286,8 +286,8 @@ def param_count(run: dict, genotype_path: Path) -> Optional[int]:
     from essdsl.lang.check import load_graph
     from essdsl.tasks.base import is_arch_parameter
 
-    if not genotype_path.exists():
-        return None
+    if not genotype_path.exists() or not (run.get("corpus") or {}).get("vocab"):
+        return None  # no genotype yet, or not a language model (its head's size is the task's)
     try:
         graph = load_graph(genotype_path, run["sizes"])
         from essdsl.compile import ModelConfig, build_model
