@@ -10,7 +10,7 @@ The names below are imported on first use, so ``import essdsl`` (and the command
 line's language commands) stay fast and do not import torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = ("Genotype", "Observer", "Run", "Space", "compare", "compile_space", "derive", "evaluate", "load_space", "plot", "search", "train", "trainer")
 

@@ -249,7 +249,8 @@ def _plan(kind: str, space: Space, task: Optional[str], resume: Optional[PathLik
         if data is not None and (run.get("data") is None or Path(data).resolve() != Path(run["data"]).resolve()):
             used = run.get("data") or "the synthetic corpus"
             raise SettingError("data", "refusing to resume: {setting} {value} is not the data this run used ({used})", value=data, used=used)
-        runs.refuse_changed_settings({**given, "synthetic_tokens": options.get("synthetic_tokens")}, runs.recorded_settings(run))
+        recorded_options = {k: v for k, v in (run.get("task_options") or {}).items() if k != "data"}  # data: compared as paths above
+        runs.refuse_changed_settings({**given, **{k: v for k, v in options.items() if k != "data"}}, {**recorded_options, **runs.recorded_settings(run)})
         recorded = run.get("options") or {}
         if device is None:  # the run's own, unless this machine lacks it
             device = recorded.get("device", "auto")
@@ -337,6 +338,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
     from essdsl import tasks
     from essdsl.nas import execution
     from essdsl.nas.derive import arch_summary
+    from essdsl.nas.growing import GrowingTrainer
     from essdsl.nas.trainer import Trainer
     from essdsl.options import corpus_problems, run_batches
     from essdsl.tasks.corpus import DataError
@@ -380,7 +382,9 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
             **({"model_manifest": model_manifest} if search else {}),
         }  # fmt: skip
         runs.write_manifest(run_dir, run)
-    trainer = Trainer(
+    growing = _growing(graph, task, cfg, compiled, dev, observer) if search else None
+    trainer = (GrowingTrainer if growing else Trainer)(
+        **(growing or {}),
         model=model, task=task, cfg=cfg, run_dir=run_dir, manifest=model_manifest, device=dev, checkpoint_name=checkpoint_name,
         describe_arch=(lambda m: arch_summary(model_manifest, _arch_tensors(m, model_manifest))) if search else None,
         run_info={"kind": plan.kind, "task": plan.task_name, "space_text": plan.space.text, "space_path": plan.space.path,
@@ -390,7 +394,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
     if plan.run is not None:
         trainer.resume()
     if search:
-        trainer.assess_epoch = _health_check(model, model_manifest, arch_start, task)
+        trainer.assess_epoch = _health_check(model, model_manifest, arch_start, task, trainer if growing else None)
         weights = sum(p.numel() for n, p in model.named_parameters() if not is_arch_parameter(n))
         story = f"searching {plan.space.path} ({graph.name}) on {task.describe()}; {weights:,} weights, {cfg.order}-order, run folder {run_dir}"
     else:
@@ -439,20 +443,50 @@ def _arch_tensors(model, manifest: dict) -> dict:
     return {name: params[name] for name in manifest.get("arch", {})}
 
 
-def _health_check(model, manifest: dict, arch_start: dict, task):
+def _health_check(model, manifest: dict, arch_start: dict, task, growing_trainer=None):
     """The trainer's per-epoch assessment of a search: :func:`essdsl.nas.health.search_health`
     of the architecture weights against the start and the task's baseline (LM: the
-    unigram model), compared on the task's first metric."""
+    unigram model), compared on the task's first metric (of a growing search: the grown
+    model's, :func:`essdsl.nas.growing.growth_assess`)."""
     from essdsl.nas.health import search_health
 
     metric = task.metrics[0].name
     baseline = task.baseline("valid")
 
+    def health(manifest, arch, start, record):
+        return {"health": search_health(manifest, arch, start, record[f"valid_{metric}"], baseline[1] if baseline else None)}
+
+    if growing_trainer is not None:
+        from essdsl.nas.growing import growth_assess
+
+        return growth_assess(growing_trainer, arch_start, health)
+
     def assess(record: dict) -> dict:
-        arch = _arch_tensors(model, manifest)
-        return {"health": search_health(manifest, arch, arch_start, record[f"valid_{metric}"], baseline[1] if baseline else None)}
+        return health(manifest, _arch_tensors(model, manifest), arch_start, record)
 
     return assess
+
+
+def _growing(graph, task, cfg: RunConfig, compiled: bool, dev, observer: Observer) -> Optional[dict]:
+    """The GrowingTrainer settings of a search of a space with a grow block (None
+    otherwise): a compiled time step is compiled again for each grown model, and each
+    growth is told to the observer."""
+    from essdsl.compile.fast import compile_step
+    from essdsl.nas import execution
+    from essdsl.nas.growing import growing_options
+
+    def compile_again(model) -> None:
+        compile_step(model, mode=execution.compile_mode(True, dev), report=observer.note)
+
+    growing = growing_options(graph, task, cfg.seed, rebuild_step=compile_again if compiled else None)
+    if growing is not None:
+        family = growing["grower"].plan.family
+        growing["on_growth"] = lambda e: observer.message(
+            f"grew {family}: +{e['member']} ({e['size_before']} -> {e['size_after']} nodes) at epoch {e['epoch']}, step {e['step']}"
+            + (f", after pruning {', '.join(e['pruned'])}" if e["pruned"] else "")
+            + f"; loss on a fixed batch {e['loss_before']:.6f} -> {e['loss_after']:.6f}"
+        )
+    return growing
 
 
 def search(space: Union[PathLike, Space], task: Optional[str] = None, *, out: Optional[PathLike] = None,
@@ -469,7 +503,8 @@ def search(space: Union[PathLike, Space], task: Optional[str] = None, *, out: Op
     plan = _plan("search", space, task, resume, settings, task_options, device, threads, compile, final_epochs, observer.note)
     run_dir, run, trainer, task_impl = _execute(plan, resume if resume is not None else out, observer)
     record = trainer.history[-1] if trainer.history else None
-    path, text = runs.write_genotype(run_dir, run, _arch_tensors(trainer.model, trainer.manifest), record)
+    growth = trainer.grower.to_json() if getattr(trainer, "grower", None) is not None else None  # derived at the grown size
+    path, text = runs.write_genotype(run_dir, run, _arch_tensors(trainer.model, trainer.manifest), record, growth=growth)
     result = Run(run_dir, task_impl)
     observer.searched(result, record, Genotype(path, text))
     if plan.final_epochs and record is not None:
@@ -528,7 +563,8 @@ def derive(run: Union[PathLike, Run], out: Optional[PathLike] = None) -> Genotyp
     state = load_checkpoint(folder / runs.SEARCH_CHECKPOINT)
     arch = {k: v for k, v in state["model"].items() if is_arch_parameter(k)}
     history = state.get("history") or []
-    path, text = runs.write_genotype(folder, manifest, arch, history[-1] if history else None, out)
+    growth = (state.get("run") or {}).get("growth")  # a growing search: derived at the size it grew to
+    path, text = runs.write_genotype(folder, manifest, arch, history[-1] if history else None, out, growth=growth)
     return Genotype(path, text)
 
 

@@ -32,6 +32,15 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     trained = essdsl.Run(tmp_path / "runs" / "from-python-train")
     assert trained.kind == "train" and trained.checkpoint.exists() and trained.last["epoch"] == 1
 
+    from essdsl.nas.runconfig import SettingError
+
+    with pytest.raises(SettingError, match="refusing to resume: seed 5 differs from the run's 0"):
+        essdsl.search("spaces/ess_joint.space", resume=run.folder, seed=5)
+    with pytest.raises(SettingError, match="refusing to resume: synthetic_tokens 3000 differs from the run's 2000"):
+        essdsl.search("spaces/ess_joint.space", resume=run.folder, synthetic_tokens=3000)
+    again = essdsl.search("spaces/ess_joint.space", resume=run.folder)  # finished: nothing to do but derive
+    assert again.genotype == run.genotype and len(again.metrics) == 1
+
 
 def test_settings_are_checked_and_named_as_the_library_calls_them(tmp_path):
     from essdsl.nas.runconfig import SettingError

@@ -65,7 +65,7 @@ def test_search_writes_run_files_and_derive_plot_eval(tmp_path):
     e = essdsl("eval", trained / "model.pt", "--split", "test")
     assert e.returncode == 0, e.stderr
     assert "test ppl" in e.stdout
-    assert_clean_failure(essdsl("eval", trained, "--task", "tagging"), "unknown task 'tagging' (known: ")
+    assert_clean_failure(essdsl("eval", trained, "--task", "parsing"), "unknown task 'parsing' (known: ")
 
     c = essdsl("compare", run, trained)
     assert c.returncode == 0, c.stderr

@@ -312,6 +312,34 @@ def _print_stats(data: dict) -> None:
             node_params,
         )
     console.print(nodes)
+    if data.get("growth"):
+        _print_growth(console, data["growth"])
+
+
+def _print_growth(console, growth: dict) -> None:
+    """The sizes of a growing space at its start and at its maximum (essdsl/lang/growth.py)."""
+    from rich.table import Table
+
+    when = f"every {growth['period']} {growth['unit']}" if growth["trigger"] == "every" else f"plateau {growth['period']} {growth['unit']}"
+    table = Table(title=f"grow {growth['family']}: {when}, mode {growth['mode']}")
+    for column in ("", "start", "max"):
+        table.add_column(column, justify="left" if not column else "right")
+    start, most = growth["start"], growth["max"]
+
+    def count(entry):
+        return f"{entry['architectures']:,}" if entry["architectures"] is not None else f"10^{entry['architectures_log10']:.2f}"
+
+    table.add_row("nodes", str(start["nodes"]), str(most["nodes"]))
+    table.add_row("architectures", count(start), count(most))
+    table.add_row("architecture weights", f"{start['arch_weights']:,}", f"{most['arch_weights']:,}")
+    table.add_row("parameters, supernet", f"{start['params_supernet']:,}", f"{most['params_supernet']:,}")
+    table.add_row(
+        "parameters, derived",
+        _range_text(start["params_derived_min"], start["params_derived_max"]),
+        _range_text(most["params_derived_min"], most["params_derived_max"]),
+    )
+    table.add_row("FLOPs/token, supernet", f"{start['flops_supernet']:,}", f"{most['flops_supernet']:,}")
+    console.print(table)
 
 
 # ----------------------------------------------------------------- diff

@@ -205,6 +205,14 @@ def _check_expr(e: RExpr, key: str, span, diags: list[Diagnostic]) -> None:
 
 
 def check_space(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], list[Diagnostic]]:
+    from essdsl.lang.growth import check_grown, has_growth
+
+    if has_growth(space):  # checked expanded at its start size (and its maximum): essdsl/lang/growth.py
+        return check_grown(space, sizes, _check_plain)
+    return _check_plain(space, sizes)
+
+
+def _check_plain(space: ir.Space, sizes: Optional[dict] = None) -> tuple[Optional[CellGraph], list[Diagnostic]]:
     graph, diags = build_graph(space, sizes)
     if graph is not None:
         diags = diags + check_graph(graph, unsettled_by(space, diags))
@@ -240,6 +248,14 @@ def load_graph(path: Union[str, Path], sizes: Optional[dict] = None) -> CellGrap
     graph, report = check_file(path, sizes)
     if not report.ok or graph is None:
         raise CheckError(report.diagnostics, report.path, report.source)
+    return graph
+
+
+def load_graph_space(space: ir.Space, sizes: Optional[dict] = None) -> CellGraph:
+    """Check a space already parsed (e.g. a grown one); return its graph or raise CheckError."""
+    graph, diags = check_space(space, sizes)
+    if has_errors(diags) or graph is None:
+        raise CheckError(diags, "<space>", None)
     return graph
 
 

@@ -20,7 +20,10 @@ What is compared:
   source; a Hadamard pair ``a*b`` equals ``b*a``), ``.edge SOURCE.ops`` (op
   sets as sets), ``.transform``, ``.combine`` (a set), ``.select``, ``.keep``,
   ``.norm`` and ``.dim``;
-* ``output`` — the state fed to the decoder.
+* ``output`` — the state fed to the decoder;
+* ``grow FAMILY`` — a grow block added or removed, its ``.start``, ``.max``,
+  ``.when`` (schedule) and ``.mode`` (the cells themselves are compared at the
+  start size, so a changed template shows in the members both have).
 
 Worked example.  DARTS and I-DARTS differ only in how each node's candidate
 edges compete (``select``), which the I-DARTS file says once in its
@@ -247,10 +250,13 @@ def diff_graphs(a: CellGraph, b: CellGraph) -> list[Edit]:
                 edits.append(Edit("update", f"{path}.norm", norm_text(old), norm_text(new)))
     if a.output != b.output:
         edits.append(Edit("update", "output", a.output, b.output))
+    from essdsl.lang.growth import diff_entries
+
+    edits.extend(Edit(kind, path, old, new) for kind, path, old, new in diff_entries(a, b))  # grow blocks
     return sorted(edits, key=_edit_order)
 
 
-_SECTION_RANK = {"kind": 0, "input": 1, "state": 2, "node": 3, "output": 4}
+_SECTION_RANK = {"kind": 0, "input": 1, "state": 2, "node": 3, "output": 4, "grow": 5}
 
 
 def _natural_key(text: str):

@@ -119,6 +119,11 @@ def format_attribute(attribute: ir.Attribute) -> str:
     return f"{attribute.name} {value}" + (" shared" if attribute.shared else "")
 
 
+def format_setting(setting: ir.GrowSetting) -> str:
+    """A grow block's schedule line: ``start 2``, ``every 2 epochs``, ``mode interleaved``."""
+    return f"{setting.name} {setting.value}" + (f" {setting.unit}" if setting.unit else "")
+
+
 def format_window(window: Optional[ir.Window]) -> str:
     if window is None:
         return ""
@@ -242,6 +247,13 @@ class _Layout:
             return
         self._add((id(cell), "open"), cell.span, "open", end_line=cell.span.line)
         for statement in cell.statements:
+            if isinstance(statement, ir.GrowBlock):  # always a block: body, then its schedule
+                self.one_line[id(statement)] = False
+                self._add((id(statement), "open"), statement.span, "open", end_line=statement.span.line)
+                for element in [*statement.clauses, *statement.attributes, *statement.settings]:
+                    self._add((id(element), ""), element.span, "leaf")
+                self._add((id(statement), "close"), statement.span, "close")
+                continue
             if isinstance(statement, ir.MixedNode):
                 single = len(statement.clauses) == 1 and not statement.attributes
                 if single and self._comment_inside(statement.span):
@@ -366,15 +378,18 @@ def format_space(space: ir.Space) -> str:
         out.emit(layout.anchor(cell, "open"), "cell {", 0)
         previous: Optional[_Anchor] = None
         for statement in cell.statements:
-            if isinstance(statement, ir.MixedNode) and not layout.one_line[id(statement)]:
+            if isinstance(statement, (ir.MixedNode, ir.GrowBlock)) and not layout.one_line[id(statement)]:
                 opening = layout.anchor(statement, "open")
                 if _gap_between(previous, opening):
                     out.blank()
-                out.emit(opening, f"node {statement.name} = mix {{", 1)
+                grows = isinstance(statement, ir.GrowBlock)
+                out.emit(opening, f"grow {statement.name} {{" if grows else f"node {statement.name} = mix {{", 1)
                 for clause in statement.clauses:
                     out.emit(layout.anchor(clause), format_from_clause(clause), 2)
                 for attribute in statement.attributes:
                     out.emit(layout.anchor(attribute), format_attribute(attribute), 2)
+                for setting in statement.settings if grows else ():
+                    out.emit(layout.anchor(setting), format_setting(setting), 2)
                 closing = layout.anchor(statement, "close")
                 out.comment_lines(closing.leading, 2)
                 out.emit(_Anchor((0, 0), 0, "close", trailing=closing.trailing), "}", 1)

@@ -216,8 +216,31 @@ class OutputDecl(Element):
     name: str
 
 
+class GrowSetting(Element):
+    """One schedule line of a ``grow`` block: ``start 2``, ``max 6``, ``every 2 epochs``,
+    ``plateau 3 epochs``, ``mode then_prune`` (``unit`` only for every/plateau)."""
+
+    name: Literal["start", "max", "every", "plateau", "mode"]
+    value: Union[int, str]
+    unit: Optional[str] = None
+    value_span: Span = Field(default=NO_SPAN, repr=False)
+    unit_span: Span = Field(default=NO_SPAN, repr=False)
+
+
+class GrowBlock(Element):
+    """``grow s { <mix body> <schedule> }``: the node family s1, s2, … that search grows.
+    Meaning and expansion: :mod:`essdsl.lang.growth`."""
+
+    kind: Literal["grow"] = "grow"
+    name: str
+    clauses: list[FromClause]
+    attributes: list[Attribute] = []
+    settings: list[GrowSetting] = []
+    name_span: Span = Field(default=NO_SPAN, repr=False)
+
+
 CellStatement = Annotated[
-    Union[InputDecl, StateDecl, FixedNode, MixedNode, StateUpdate, OutputDecl],
+    Union[InputDecl, StateDecl, FixedNode, MixedNode, StateUpdate, OutputDecl, GrowBlock],
     Field(discriminator="kind"),
 ]
 

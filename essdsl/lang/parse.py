@@ -232,6 +232,33 @@ class _Builder(Transformer):
     def output_decl(self, meta, children):
         return ir.OutputDecl(name=str(children[0]), span=_span(meta))
 
+    @v_args(meta=True)
+    def grow_block(self, meta, children):
+        from essdsl.lang.growth import grow_block
+
+        return grow_block(children, _span(meta), _span)
+
+    def _grow_setting(name):  # noqa: N805 - factory used at class creation
+        @v_args(meta=True)
+        def method(self, meta, children):
+            value, *unit = children
+            return ir.GrowSetting(
+                name=name,
+                value=int(value) if value.type == "INT" else str(value),
+                unit=str(unit[0]) if unit else None,
+                value_span=_span(value),
+                unit_span=_span(unit[0]) if unit else ir.NO_SPAN,
+                span=_span(meta),
+            )
+
+        return method
+
+    grow_start = _grow_setting("start")
+    grow_max = _grow_setting("max")
+    grow_every = _grow_setting("every")
+    grow_plateau = _grow_setting("plateau")
+    grow_mode = _grow_setting("mode")
+
     # -- mixed-node clauses
     @v_args(meta=True)
     def from_clause(self, meta, children):

@@ -113,6 +113,9 @@ def describe(graph: CellGraph) -> str:
                 lines.append("      tensors: " + ", ".join(f"{p.name} {_shape(p.shape)}" for p in params))
     lines.append("")
     lines.append(f"output: {graph.output} (fed to the decoder)")
+    from essdsl.lang.growth import show_lines
+
+    lines.extend(show_lines(graph))  # the grow block, if the space has one
     return "\n".join(lines) + "\n"
 
 
@@ -176,6 +179,9 @@ def to_dot(graph: CellGraph) -> str:
                 past = isinstance(graph.spec(source), Stream) and graph.spec(source).kind == "past"
                 attrs = ' [color="#777777"]' if past else ""
                 out.append(f"  {q(source)} -> {q(key)}{attrs};")
+    from essdsl.lang.growth import dot_lines
+
+    out.extend(dot_lines(graph, q))  # the next member a grow block adds, dotted
     out.append("}")
     return "\n".join(out) + "\n"
 

@@ -307,7 +307,15 @@ def stats_dict(graph: CellGraph) -> dict:
             "decoder": decoder_flops,
         },
         "nodes": [_node_entry(graph, key, node_sizes[key]) for key in graph.computed()],
+        **_growth_entry(graph),
     }
+
+
+def _growth_entry(graph: CellGraph) -> dict:
+    """``{"growth": …}`` (sizes at the start and at the maximum) for a space that grows, else nothing."""
+    from essdsl.lang.growth import growth_of, stats_entry
+
+    return {"growth": stats_entry(graph)} if growth_of(graph) is not None else {}
 
 
 # ----------------------------------------------------------------- memory

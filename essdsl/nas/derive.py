@@ -252,6 +252,9 @@ def genotype_space(space: ir.Space, choices: dict[str, NodeChoice], provenance: 
     """The source space with every choice made: a ``genotype`` IR."""
     if space.cell is None:
         raise DeriveError("the space has no cell")
+    from essdsl.lang.growth import expand_to_names
+
+    space = expand_to_names(space, choices)  # a grow block: at the size the choices were made at
     statements = []
     seen = set()
     for st in space.cell.statements:

@@ -45,6 +45,11 @@ def plot_run(run_dir: Path, out: Optional[Path] = None) -> list[Path]:
     floor = (run.get("corpus") or {}).get("floor_ppl")
     if floor:
         ax.axhline(floor, color="grey", linestyle="--", label=f"floor {floor:.2f}")
+    from essdsl.nas.growing import growth_marks
+
+    for x, label in growth_marks(metrics):  # a growing search: where the backbone grew
+        ax.axvline(x, color="tab:green", linestyle=":", linewidth=1)
+        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), fontsize=7, color="tab:green", ha="right", va="top", rotation=90)
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")

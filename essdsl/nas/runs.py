@@ -168,16 +168,24 @@ def write_manifest(run_dir: Path, run: dict) -> None:
 
 
 # ----------------------------------------------------------------- genotype and metrics
-def write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None) -> tuple[Path, str]:
+def write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict], out: Optional[Path] = None,
+                   growth: Optional[dict] = None) -> tuple[Path, str]:  # fmt: skip
     """Derive the genotype from architecture weights ``arch`` with its provenance
-    (source, run, epoch, seed, retained weights, health, valid ppl) and write it."""
+    (source, run, epoch, seed, retained weights, health, valid ppl) and write it.
+    ``growth``: the growth state of a growing search (derived from the space grown as
+    far as the run grew it, :func:`essdsl.nas.growing.derivation`)."""
     from essdsl.errors import SpaceError
     from essdsl.lang.parse import parse_space
     from essdsl.nas.derive import DeriveError, derive_choices, genotype_text, retained_weights
 
     try:
-        choices = derive_choices(run["model_manifest"], arch)
-        space = parse_space(run["space"]["text"], run["space"]["path"])
+        if growth is not None:
+            from essdsl.nas.growing import derivation
+
+            space, manifest = derivation(run["space"]["text"], run["space"]["path"], run["sizes"], growth)
+        else:
+            space, manifest = parse_space(run["space"]["text"], run["space"]["path"]), run["model_manifest"]
+        choices = derive_choices(manifest, arch)
         provenance = {
             "source": run["space"]["path"],
             "sha256": run["space"]["sha256"],
