@@ -336,7 +336,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
     (run folder, manifest, trainer, task).  Interrupted and Diverged propagate after the
     metrics are written."""
     from essdsl import tasks
-    from essdsl.nas import execution
+    from essdsl.nas import distributed, execution
     from essdsl.nas.derive import arch_summary
     from essdsl.nas.growing import GrowingTrainer
     from essdsl.nas.trainer import Trainer
@@ -370,7 +370,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
             raise RunError("refusing to resume: the data differs from what this run was started with")
         run_dir, run = Path(out), plan.run
     else:
-        run_dir = runs.new_run_dir(out, graph.name, checkpoint_name)
+        run_dir = distributed.same_on_all(distributed.current(), runs.new_run_dir(out, graph.name, checkpoint_name))
         run = {
             "kind": plan.kind, "task": plan.task_name, "run_id": run_dir.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "space": {**plan.space.record(graph.name), "artifact": plan.space.artifact} if search else plan.space.record(graph.name),
@@ -378,7 +378,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
             "model_config": model_cfg.to_dict(), "data": plan.task_options.get("data"),
             "synthetic_tokens": plan.task_options.get("synthetic_tokens"), "task_options": plan.task_options,
             "data_fingerprint": fingerprint, "corpus": data,
-            "device": str(dev), "versions": runs.versions(), "options": options,
+            "device": str(dev), "versions": runs.versions(), "options": options, "launch": distributed.current().launch(),
             **({"model_manifest": model_manifest} if search else {}),
         }  # fmt: skip
         runs.write_manifest(run_dir, run)
@@ -407,7 +407,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
 def _train(trainer, task, story: str, observer: Observer) -> None:
     """Run ``trainer`` with Ctrl-C handling, reporting to ``observer``; the metrics are
     written after every epoch and when the run stops early."""
-    from essdsl.nas.trainer import StopOnSigint
+    from essdsl.nas.trainer import stop_on_signals
 
     def on_epoch(record):
         runs.write_metrics(trainer.run_dir, trainer.history)
@@ -425,7 +425,7 @@ def _train(trainer, task, story: str, observer: Observer) -> None:
     observer.start(total, cfg.epochs, trainer.step)
     observer.message(story)
     try:
-        with StopOnSigint(trainer, lambda: observer.note("stopping after this step; saving a checkpoint…")):
+        with stop_on_signals(trainer, lambda: observer.note("stopping after this step; saving a checkpoint…")):
             trainer.run()
     except (Interrupted, Diverged):
         runs.write_metrics(trainer.run_dir, trainer.history)
@@ -497,6 +497,8 @@ def search(space: Union[PathLike, Space], task: Optional[str] = None, *, out: Op
     genotype, then (``final_epochs``, the task's preset by default: 8 on the built-in
     corpus) train it from scratch in ``RUN/final``.  ``resume`` continues the run in that
     folder (settings given must equal the run's)."""
+    from essdsl.nas import distributed
+
     observer = observer or Observer()
     check_run_folder(out)
     space = load_space(space)
@@ -505,6 +507,7 @@ def search(space: Union[PathLike, Space], task: Optional[str] = None, *, out: Op
     record = trainer.history[-1] if trainer.history else None
     growth = trainer.grower.to_json() if getattr(trainer, "grower", None) is not None else None  # derived at the grown size
     path, text = runs.write_genotype(run_dir, run, _arch_tensors(trainer.model, trainer.manifest), record, growth=growth)
+    distributed.barrier(distributed.current(), "the genotype")  # rank 0 wrote it; the final training reads it
     result = Run(run_dir, task_impl)
     observer.searched(result, record, Genotype(path, text))
     if plan.final_epochs and record is not None:

@@ -21,7 +21,7 @@ import typer
 
 from essdsl import api
 from essdsl.api import Observer, Run
-from essdsl.cli import app, task_report
+from essdsl.cli import app, parallel, task_report
 from essdsl.nas.runconfig import Interrupted
 from essdsl.options import check_options
 from essdsl.tasks import options_help
@@ -260,6 +260,7 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
 
 # ----------------------------------------------------------------- search
 @app.command()
+@parallel.data_parallel
 def search(
     space_or_artifact: str = typer.Argument(..., metavar="SPACE_OR_ARTIFACT", help="a .space file, or a compiled artifact build/<name>.pt (with build/<name>.manifest.json beside it)"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),
@@ -333,6 +334,7 @@ def derive(
 
 # ----------------------------------------------------------------- train
 @app.command()
+@parallel.data_parallel
 def train(
     genotype: str = typer.Argument(..., metavar="GENOTYPE", help="a genotype .space file (no choices left)"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),

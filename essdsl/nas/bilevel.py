@@ -29,6 +29,8 @@ from typing import Optional
 
 import torch
 
+from essdsl.nas import distributed
+
 from essdsl.nas.runconfig import RunConfig
 from essdsl.tasks.base import arch_key, is_arch_parameter
 
@@ -84,6 +86,12 @@ def set_rng_state(state, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _averaged(grads, like) -> list:
+    """``grads`` averaged over the processes of a data-parallel run (one all-reduce;
+    unchanged in one process), so that every process takes the same step."""
+    return distributed.average_gradients(distributed.current(), grads, like)
+
+
 def clip_by_total_norm(grads, max_norm: float) -> list:
     """``grads`` scaled to total 2-norm ``max_norm`` when above it (``clip_grad_norm_``'s
     rule on plain tensors; None entries stay None)."""
@@ -124,7 +132,8 @@ class BilevelOptimizer:
         with frozen(self.weights):
             loss, new_hidden = loss_fn(*val_batch)
             grads = torch.autograd.grad(loss, self.arch)
-        return list(grads), loss.detach(), new_hidden
+        *grads, loss = _averaged(list(grads) + [loss.detach()], self.arch + [loss])
+        return grads, loss, new_hidden
 
     def second_order_gradient(self, loss_fn, train_batch, val_batch, eta: float):
         w, wd = self.weights, self.cfg.wd
@@ -133,7 +142,7 @@ class BilevelOptimizer:
         train_loss, _ = loss_fn(*train_batch)
         saved_buffers = [b.detach().clone() for b in self.buffers]  # after this pass, as in the official code
         # the unrolled step is the weight optimiser's step: gradient clipped as in weight_update
-        g_train = clip_by_total_norm(torch.autograd.grad(train_loss, w, allow_unused=True), self.cfg.clip)
+        g_train = clip_by_total_norm(_averaged(torch.autograd.grad(train_loss, w, allow_unused=True), w), self.cfg.clip)
         saved = [p.detach().clone() for p in w]
         with torch.no_grad():
             for p, g in zip(w, g_train):
@@ -142,6 +151,7 @@ class BilevelOptimizer:
         try:
             val_loss, new_hidden = loss_fn(*val_batch)
             grads = torch.autograd.grad(val_loss, self.arch + w, allow_unused=True)
+            *grads, val_loss = _averaged(list(grads) + [val_loss.detach()], self.arch + w + [val_loss])
             d_arch = [torch.zeros_like(a) if g is None else g for a, g in zip(self.arch, grads[: len(self.arch)])]
             d_w = [torch.zeros_like(p) if g is None else g for p, g in zip(w, grads[len(self.arch) :])]
             base, direction, denominator_extra = saved, d_w, 0.0
@@ -156,7 +166,8 @@ class BilevelOptimizer:
             grad_plus = self._arch_grad_at(loss_fn, train_batch, base, direction, eps, rng)
             grad_minus = self._arch_grad_at(loss_fn, train_batch, base, direction, -eps, rng)
             denominator = 2 * eps + denominator_extra
-            result = [da - eta * (gp - gm) / denominator for da, gp, gm in zip(d_arch, grad_plus, grad_minus)]
+            differences = _averaged([gp - gm for gp, gm in zip(grad_plus, grad_minus)], self.arch)
+            result = [da - eta * diff / denominator for da, diff in zip(d_arch, differences)]
             return result, val_loss.detach(), new_hidden
         finally:
             with torch.no_grad():

@@ -65,7 +65,11 @@ def apply_compile_policy(model, requested: Optional[bool], restored: Optional[bo
     from essdsl.compile.fast import _marker_path, compile_loss, compile_step, decide_compile, enable_compile_cache, time_eager_step
     from essdsl.tasks.corpus import expected_seq_len
 
-    if restored is not None:
+    from essdsl.nas import distributed
+
+    if distributed.compile_refusal(distributed.current()):
+        chosen, reason = False, distributed.compile_refusal(distributed.current())
+    elif restored is not None:
         chosen, reason = restored, f"{'compiling the time step' if restored else 'running eagerly'}, as the run was started (--compile/--no-compile to change)"
     elif requested is not None:
         chosen, reason = requested, ("compiling the time step: --compile or ESSDSL_COMPILE=1" if requested else "running eagerly: --no-compile or ESSDSL_COMPILE=0")

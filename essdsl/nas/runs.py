@@ -95,10 +95,14 @@ def read_manifest(run_dir: Path) -> dict:
 
 def resumed_manifest(run_dir: Path, kind: str, noun: str) -> dict:
     """The manifest of the run to continue, which must be a ``kind`` run."""
+    from essdsl.nas import distributed
+
     run = read_manifest(run_dir)
-    remove_stale_temp_files(run_dir)  # left by a kill during an atomic write
+    if distributed.current().is_main:  # the other ranks of a torchrun launch write (and remove) nothing
+        remove_stale_temp_files(run_dir)  # left by a kill during an atomic write
     if run.get("kind") != kind:
         raise RunError(f"{run_dir} is a '{run.get('kind')}' run, not {noun}")
+    distributed.check_same_launch(distributed.current(), run)
     return run
 
 
@@ -164,6 +168,8 @@ def new_run_dir(out: Optional[Path], name: str, checkpoint_name: str) -> Path:
 
 
 def write_manifest(run_dir: Path, run: dict) -> None:
+    if not _writes():
+        return
     atomic_write_text(Path(run_dir) / RUN_MANIFEST, json.dumps(run, indent=2, sort_keys=True) + "\n")
 
 
@@ -203,7 +209,8 @@ def write_genotype(run_dir: Path, run: dict, arch: dict, record: Optional[dict],
     except DeriveError as exc:
         raise RunError(f"cannot derive a genotype: {exc}") from None
     path = Path(out) if out is not None else Path(run_dir) / GENOTYPE
-    atomic_write_text(path, text, inputs=[run["space"]["path"]])  # never over the searched space
+    if _writes():
+        atomic_write_text(path, text, inputs=[run["space"]["path"]])  # never over the searched space
     return path, text
 
 
@@ -230,8 +237,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """``metrics.jsonl``: one JSON line per epoch, rewritten atomically."""
+    if not _writes():
+        return
     text = "".join(_runfiles().metrics_line(r) for r in history)
     atomic_write_text(Path(run_dir) / "metrics.jsonl", text)
+
+
+def _writes() -> bool:
+    """Whether this process writes run files: always, except on ranks other than 0 of a
+    torchrun launch (rank 0 writes the run folder for all)."""
+    from essdsl.nas import distributed
+
+    return distributed.current().is_main
 
 
 def checkpoint_of(path: Path) -> Path:

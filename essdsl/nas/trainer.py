@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from essdsl.nas import checkpoint
+from essdsl.nas import checkpoint, distributed
 from essdsl.nas.bilevel import BilevelOptimizer, arch_masks, split_parameters
 from essdsl.nas.checkpoint import Progress, TrainerState, to_device
 from essdsl.nas.runconfig import Diverged, Interrupted, RunConfig, RunError
@@ -98,8 +98,13 @@ class Trainer:
                 p.requires_grad_(False)
             arch = {}
         self.weights, self.arch = weights, arch
-        self.train_stream = self.task.train_stream(self.cfg.batch_size, self.cfg.seed, self.device)
-        self.search_stream = self.task.search_stream(self.cfg.batch_size, self.device) if self.cfg.search else None
+        # data parallel (torchrun): every process walks the same batches and keeps its share
+        parallel = distributed.current()
+        self.train_stream = distributed.shard_stream(self.task, self.task.train_stream(self.cfg.batch_size, self.cfg.seed, self.device), parallel)
+        self.search_stream = distributed.shard_stream(
+            self.task, self.task.search_stream(self.cfg.batch_size, self.device) if self.cfg.search else None, parallel
+        )
+        self._replica = distributed.prepare_replica(self.model, parallel)
         torch.manual_seed(self.cfg.seed)
         self.progress = Progress(lr=self.cfg.lr, best_metric=self.task.metrics[0].worst)
         self.w_opt = self._sgd()
@@ -115,6 +120,7 @@ class Trainer:
         self.last_size = 0
         self.notes: list[str] = []
         self._stop_requested = False
+        self._stop_here = False  # asked on this process (data parallel: not yet agreed)
         self._good_state: Optional[TrainerState] = None
 
     # -- the progress fields callers read
@@ -155,7 +161,7 @@ class Trainer:
             progress=copy.deepcopy(self.progress),
             rng={"torch": torch.get_rng_state(), "cuda": cuda},
             streams={"train": self.train_stream.state_dict(), "search": self.search_stream.state_dict() if self.search_stream else None},
-            carries={"train": to_device(self.carry, "cpu"), "search": to_device(self.search_carry, "cpu")},
+            carries=distributed.carries_of_all(distributed.current(), {"train": to_device(self.carry, "cpu"), "search": to_device(self.search_carry, "cpu")}),
             history=copy.deepcopy(self.history),
             best_model=self.best_state,
             config=self.cfg.to_dict(),
@@ -177,8 +183,9 @@ class Trainer:
             self.train_stream.load_state_dict(state.streams["train"])
             if self.search_stream is not None:
                 self.search_stream.load_state_dict(state.streams["search"])
-            self.carry = to_device(state.carries["train"], self.device)
-            self.search_carry = to_device(state.carries["search"], self.device)
+            carries = distributed.own_carries(distributed.current(), state.carries)
+            self.carry = to_device(carries["train"], self.device)
+            self.search_carry = to_device(carries["search"], self.device)
             self.history = copy.deepcopy(state.history)
             self.best_state = state.best_model
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -186,12 +193,13 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         state = self.state()
-        checkpoint.save(state, self.checkpoint_path)  # with its sha256 in the run manifest
+        if distributed.current().is_main:  # rank 0 alone writes
+            checkpoint.save(state, self.checkpoint_path)  # with its sha256 in the run manifest
         self._good_state = state
         return self.checkpoint_path
 
     def resume(self) -> None:
-        self.restore(checkpoint.load(self.checkpoint_path))
+        self.restore(distributed.on_main(distributed.current(), lambda: checkpoint.load(self.checkpoint_path)))
         self._good_state = self.state()
 
     # -- evaluation
@@ -216,6 +224,8 @@ class Trainer:
         batch = self.train_stream.next()
         if batch is None:
             return None
+        if self.model is not self._replica:  # replaced (growth): rank 0's, synchronised, on every process
+            self._replica = distributed.prepare_replica(self.model, distributed.current())
         self.model.train()
         if batch.fresh:
             self.carry = None
@@ -261,12 +271,14 @@ class Trainer:
             self.w_opt.zero_grad(set_to_none=True)
             for p in self.arch.values():
                 p.grad = None
-            value = float(loss.detach())
+            value = self._agree(float(loss.detach()))
             if not math.isfinite(value):
                 return math.nan
             loss.backward()
+            distributed.average_grads_(distributed.current(), self.weights.values())
             torch.nn.utils.clip_grad_norm_(list(self.weights.values()), self.cfg.clip)
             self.w_opt.step()
+            distributed.average_buffers_(distributed.current(), self.model)  # per-process BatchNorm statistics only
             for p in self.arch.values():
                 p.grad = None
             return value
@@ -287,9 +299,21 @@ class Trainer:
         self._good_state = self.state()
         self.notes.append(f"{reason}: rolled back to epoch {self.epoch} step {self.step}, lr halved to {self.lr:g}")
 
+    def _agree(self, loss: float) -> float:
+        """The step's mean loss over all processes and, data parallel, whether any of
+        them was asked to stop: one all-reduce, so that every process stops after the
+        same step (in one process: the loss itself, and a stop acts at once)."""
+        parallel = distributed.current()
+        (loss,), stop = distributed.step_consensus(parallel, [loss], self._stop_here)
+        if parallel.enabled:
+            self._stop_requested = stop
+        return loss
+
     # -- the loop
     def request_stop(self) -> None:
-        self._stop_requested = True
+        self._stop_here = True  # data parallel: acted on once every process knows (_agree)
+        if not distributed.current().enabled:
+            self._stop_requested = True
 
     def run(self) -> list[dict]:
         """Train until ``epochs`` or ``max_steps``; returns the per-epoch history."""
@@ -316,9 +340,11 @@ class Trainer:
                     )
                 if self._stop_requested:
                     path = self.save_checkpoint()
+                    distributed.barrier(distributed.current(), "the checkpoint")  # no rank exits before it is written
                     raise Interrupted(path, self.epoch + 1, self.step)
             self._end_epoch()
             if self._stop_requested:
+                distributed.barrier(distributed.current(), "the checkpoint")
                 raise Interrupted(self.checkpoint_path, self.epoch + 1, self.step)
         return self.history
 
@@ -327,7 +353,8 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         cfg, progress = self.cfg, self.progress
-        valid = self.evaluate()
+        # every process evaluates (the same model); rank 0's numbers decide for all
+        valid = distributed.broadcast_object(distributed.current(), self.evaluate())
         valid_loss = valid["loss"]
         if not usable_validation_loss(valid_loss, self.task.chance_loss()) or not all(torch.isfinite(p).all() for p in self.weights.values()):
             self._rollback(f"the validation loss became {valid_loss:g} at the end of epoch {self.epoch + 1}")
@@ -426,6 +453,21 @@ def divergence_message(reason: str, lr: float, checkpoint: Path, notes: list[str
 
 
 # ----------------------------------------------------------------- Ctrl-C
+def stop_on_signals(trainer: "Trainer", message: Callable[[], None] = lambda: None):
+    """The context that turns a stop request into a checkpoint: Ctrl-C in one process
+    (:class:`StopOnSigint`; a second Ctrl-C interrupts at once); SIGINT or SIGTERM on
+    any rank of a data-parallel run (torchrun forwards both to every rank and kills
+    them 30 s later, so there a second signal is no 'at once')."""
+    if not distributed.current().enabled:
+        return StopOnSigint(trainer, message)
+
+    def on_request():
+        message()
+        trainer.request_stop()
+
+    return distributed.StopSignals(on_request, interrupt_on_repeat=False)
+
+
 class StopOnSigint:
     """Context manager: the first SIGINT asks ``trainer`` to stop after the
     current step (it then checkpoints); a second one interrupts at once."""
