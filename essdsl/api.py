@@ -377,7 +377,7 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
             "sizes": plan.sizes, "seed": cfg.seed, "config": cfg.to_dict(), "dropouts": plan.dropouts,
             "model_config": model_cfg.to_dict(), "data": plan.task_options.get("data"),
             "synthetic_tokens": plan.task_options.get("synthetic_tokens"), "task_options": plan.task_options,
-            "data_fingerprint": fingerprint, "corpus": data,
+            "data_fingerprint": fingerprint, "corpus": data, **_reference_line(task),
             "device": str(dev), "versions": runs.versions(), "options": options, "launch": distributed.current().launch(),
             **({"model_manifest": model_manifest} if search else {}),
         }  # fmt: skip
@@ -402,6 +402,18 @@ def _execute(plan: _Plan, out: Optional[PathLike], observer: Observer):
     _train(trainer, task, story, observer)
     execution.mark_compiled(model, key)
     return run_dir, run, trainer, task
+
+
+def _reference_line(task) -> dict:
+    """What ``essdsl plot`` draws a task's run against: its first metric's name and its
+    baseline on the validation split (the LM's reference points are in ``corpus``)."""
+    if hasattr(task, "corpus"):
+        return {}
+    first, baseline = task.metrics[0], task.baseline("valid")
+    line = {"metric": first.name, "label": first.label or first.name}
+    if baseline is not None:
+        line.update(baseline=baseline[0], value=float(baseline[1]))
+    return {"reference": line}
 
 
 def _train(trainer, task, story: str, observer: Observer) -> None:
@@ -450,11 +462,12 @@ def _health_check(model, manifest: dict, arch_start: dict, task, growing_trainer
     model's, :func:`essdsl.nas.growing.growth_assess`)."""
     from essdsl.nas.health import search_health
 
-    metric = task.metrics[0].name
+    metric = task.metrics[0]
     baseline = task.baseline("valid")
 
     def health(manifest, arch, start, record):
-        return {"health": search_health(manifest, arch, start, record[f"valid_{metric}"], baseline[1] if baseline else None)}
+        return {"health": search_health(manifest, arch, start, record[f"valid_{metric.name}"], baseline[1] if baseline else None,
+                                        metric.higher_is_better)}  # fmt: skip
 
     if growing_trainer is not None:
         from essdsl.nas.growing import growth_assess
@@ -557,14 +570,15 @@ def derive(run: Union[PathLike, Run], out: Optional[PathLike] = None) -> Genotyp
     """Derive the genotype again from a search run's last checkpoint; written to ``out``
     (default RUN/genotype.space)."""
     from essdsl.nas.checkpoint import load_checkpoint
-    from essdsl.tasks.base import is_arch_parameter
+    from essdsl.tasks.base import arch_key, is_arch_parameter
 
     folder = run.folder if isinstance(run, Run) else Path(run)
     manifest = runs.read_manifest(folder)
     if manifest.get("kind") != "search":
         raise RunError(f"{folder} is a '{manifest.get('kind')}' run; derive reads search runs")
     state = load_checkpoint(folder / runs.SEARCH_CHECKPOINT)
-    arch = {k: v for k, v in state["model"].items() if is_arch_parameter(k)}
+    # by the manifest's names, also where a task's head holds the cell under a prefix
+    arch = {arch_key(k): v for k, v in state["model"].items() if is_arch_parameter(k)}
     history = state.get("history") or []
     growth = (state.get("run") or {}).get("growth")  # a growing search: derived at the size it grew to
     path, text = runs.write_genotype(folder, manifest, arch, history[-1] if history else None, out, growth=growth)
@@ -572,7 +586,7 @@ def derive(run: Union[PathLike, Run], out: Optional[PathLike] = None) -> Genotyp
 
 
 def evaluate(run_or_checkpoint: Union[PathLike, Run], split: str = "valid", *, task: Optional[str] = None,
-             device: str = "auto", batch_size: int = 10, bptt: int = 35, task_options: Optional[dict] = None,
+             device: str = "auto", batch_size: Optional[int] = None, bptt: int = 35, task_options: Optional[dict] = None,
              **options) -> dict:  # fmt: skip
     """Metrics of a trained model (its best epoch's weights) on ``split`` (``valid`` or
     ``test``): ``loss``, the task's metrics (LM: ``ppl``), ``size`` (tokens) and ``data``
@@ -588,7 +602,7 @@ def evaluate(run_or_checkpoint: Union[PathLike, Run], split: str = "valid", *, t
         raise SettingError("split", "{setting} must be valid or test, not '{value}'", value=split)
     if task is not None:
         tasks.get(task)
-    check_settings({"batch_size": batch_size, "bptt": bptt})
+    check_settings({"batch_size": batch_size, "bptt": bptt} if batch_size is not None else {"bptt": bptt})
     path = run_or_checkpoint.checkpoint if isinstance(run_or_checkpoint, Run) else runs.checkpoint_of(Path(run_or_checkpoint))
     dev = execution.choose_device(device)
     state = load_checkpoint(path)
@@ -608,6 +622,9 @@ def evaluate(run_or_checkpoint: Union[PathLike, Run], split: str = "valid", *, t
     accepted = {o.name for o in tasks.get(task_name).options}
     chosen = {k: v for k, v in chosen.items() if k in accepted}
     seed = int(state.get("config", {}).get("seed", 0))
+    if batch_size is None:  # the run's own validation batch size (the LM's default: 10)
+        batch_size = int(state.get("config", {}).get("eval_batch_size") or 10)
+    execution.set_threads(None, max(sizes.values()))  # as the run trained: one thread for a small cell
     dropouts = {k: v for k, v in model_cfg.items() if k.startswith("dropout")}
     task_impl = tasks.create(task_name, seed, chosen, bptt=bptt, dropouts=dropouts)
     corpus = getattr(task_impl, "corpus", None)  # the LM's text; other tasks check their data when they load it
@@ -628,7 +645,11 @@ def evaluate(run_or_checkpoint: Union[PathLike, Run], split: str = "valid", *, t
     data = task_impl.fingerprint()
     data.pop("hash", None)
     size = len(corpus.split(split)) if corpus is not None else getattr(task_impl, "split_size", lambda _: None)(split)
-    return {**metrics, "split": split, "size": size, "data": data}
+    baseline = task_impl.baseline(split) if corpus is None else None  # the LM's reference points are in data
+    extra = {} if corpus is not None else {"size_unit": getattr(task_impl, "size_unit", "samples")}
+    if baseline is not None:
+        extra["baseline"] = {"name": baseline[0], task_impl.metrics[0].name: baseline[1]}
+    return {**metrics, "split": split, "size": size, "data": data, **extra}
 
 
 def compare(run_dirs: list) -> dict:

@@ -97,7 +97,7 @@ def test_cli_search_forecast_with_no_data_ends_with_a_table_against_the_baseline
     assert proc.stdout.startswith("test rmse ") and "samples)" in proc.stdout
     proc = essdsl_cli("plot", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "run" / "plots" / "metrics.png").exists() and (tmp_path / "run" / "plots" / "arch_s1_combine.png").exists()
+    assert (tmp_path / "run" / "plots" / "forecast.png").exists() and (tmp_path / "run" / "plots" / "arch_s1_combine.png").exists()
     proc = essdsl_cli("compare", str(tmp_path / "run"), "--json")
     assert proc.returncode == 0, proc.stderr
 

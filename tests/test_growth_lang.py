@@ -151,3 +151,12 @@ def test_a_genotype_derived_from_a_growing_space_is_written_at_the_searched_size
     assert report.ok, report.render()
     assert sorted(k for k in graph.dag if k.startswith("s")) == ["s1", "s2", "s3"]
     assert graph.kind == "genotype"
+
+
+@pytest.mark.parametrize("most", ["1001", "100000000000000000"])
+def test_a_max_beyond_the_node_limit_is_refused_before_expanding(most):
+    # the fuzzer found it: 'max 10^17' was expanded member by member until memory ran out
+    text = GROW.read_text().replace("max 6", f"max {most}")
+    _, report = check_text(text, "g.space")
+    assert [d.code for d in report.diagnostics if d.severity == "error"] == ["limit"]
+    assert f"max {most} would grow the family" in report.render()

@@ -80,11 +80,12 @@ class _Progress(Observer):
     """What a run shows on stderr: notes, a rich progress bar (epoch, step, loss, ppl,
     tokens/s, ETA), one line per epoch, and the summaries of a finished search or training."""
 
-    def __init__(self):
+    def __init__(self, language_model: bool = True):
         from essdsl.cli.output import console
 
         # Piped or redirected: no live bar (its frames end in \r), one line per epoch.
         self.console = console(stderr=True)
+        self.language_model = language_model  # the bar shows a perplexity (else the loss alone) and tokens/s
         self.progress = None
         self.started = time.time()
         self.searched_run: Optional[Run] = None
@@ -102,7 +103,8 @@ class _Progress(Observer):
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}  ppl {task.fields[ppl]:.2f}  {task.fields[tps]:,.0f} tok/s"),
+            TextColumn("loss {task.fields[loss]:.3f}  " + ("ppl {task.fields[ppl]:.2f}  {task.fields[tps]:,.0f} tok/s" if self.language_model
+                       else "{task.fields[tps]:,.0f} items/s")),  # fmt: skip
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
@@ -163,6 +165,21 @@ class _Progress(Observer):
             task_report.comparison(run, run.task, self.console, "trained genotype")
             return
         _finish_message(run.task.corpus, run.last, self.console)
+
+
+def _is_language_model_run(task: Optional[str], resume: Optional[Path]) -> bool:
+    """Whether the run about to start (or be resumed) is a language model's (its progress
+    bar shows a perplexity)."""
+    if task is None and resume is not None:
+        from essdsl.nas.runs import read_manifest
+
+        from essdsl.errors import EssdslError
+
+        try:
+            task = read_manifest(resume).get("task")
+        except EssdslError:  # the API reports an unreadable run folder properly
+            return True
+    return task in (None, "lm")
 
 
 def _ppl_text(name: str, ppl: float, loss: float) -> str:
@@ -263,9 +280,9 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
 @parallel.data_parallel
 def search(
     space_or_artifact: str = typer.Argument(..., metavar="SPACE_OR_ARTIFACT", help="a .space file, or a compiled artifact build/<name>.pt (with build/<name>.manifest.json beside it)"),
-    task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),
+    task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own). Each task has its own default sizes and recipe: lm's are given below; chunking, ner, tagging: ninp = nhid = 64, 10 epochs (a search 3), batch 32, SGD lr 10, clip 5, dropout 0.33 (cell 0.1)"),
     task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help=f"a task's own setting (repeatable). {options_help()}"),
-    data: Optional[str] = typer.Option(None, "--data", help="folder with train.txt/valid.txt/test.txt (PTB format); default: the built-in synthetic corpus"),
+    data: Optional[str] = typer.Option(None, "--data", help="the task's data: lm, a folder with train.txt/valid.txt/test.txt (PTB format; default: the built-in synthetic corpus); chunking/ner/tagging, a CoNLL folder; forecast, a CSV file"),
     ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 300 with --data, 32 on the synthetic corpus)"),
     nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 300 with --data, 32 on the synthetic corpus)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (default 50 with --data, 3 on the synthetic corpus)"),
@@ -305,7 +322,7 @@ def search(
     if data is not None:
         settings["data"] = data
     how = _how(resume, typed, device=device, threads=threads, compile=compile_, final_epochs=final_epochs)
-    progress = _Progress()
+    progress = _Progress(_is_language_model_run(task, resume))
     try:
         run = api.search(space_or_artifact, task, out=out, resume=resume, task_options=_task_options(task, task_option),
                          observer=progress, **how, **settings)  # fmt: skip
@@ -337,9 +354,9 @@ def derive(
 @parallel.data_parallel
 def train(
     genotype: str = typer.Argument(..., metavar="GENOTYPE", help="a genotype .space file (no choices left)"),
-    task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own)"),
+    task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own). Each task has its own default sizes and recipe: lm's are given below; chunking, ner, tagging: ninp = nhid = 64, 10 epochs (a search 3), batch 32, SGD lr 10, clip 5, dropout 0.33 (cell 0.1)"),
     task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help=f"a task's own setting (repeatable). {options_help()}"),
-    data: Optional[str] = typer.Option(None, "--data", help="folder with train.txt/valid.txt/test.txt; default: the built-in synthetic corpus"),
+    data: Optional[str] = typer.Option(None, "--data", help="the task's data: lm, a folder with train.txt/valid.txt/test.txt (default: the built-in synthetic corpus); chunking/ner/tagging, a CoNLL folder; forecast, a CSV file"),
     ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 850 with --data, 32 synthetic)"),
     nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 850 with --data, 32 synthetic)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs (default 300 with --data, 8 synthetic)"),
@@ -371,7 +388,7 @@ def train(
     how = _how(resume, typed, device=device, threads=threads, compile=compile_)
     try:
         api.train(genotype, task, out=out, resume=resume, task_options=_task_options(task, task_option),
-                  observer=_Progress(), **how, **settings)  # fmt: skip
+                  observer=_Progress(_is_language_model_run(task, resume)), **how, **settings)  # fmt: skip
     except Interrupted as exc:
         _interrupted(exc, f"essdsl train {_quote(genotype)} --resume {_quote(exc.checkpoint.parent)}")
 
@@ -383,7 +400,7 @@ def evaluate(
     split: str = typer.Option("valid", "--split", help="valid or test"),
     data: Optional[str] = typer.Option(None, "--data", help="data folder (default: the data the run used)"),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda"),
-    batch_size: int = typer.Option(10, "--batch-size", help="evaluation batch size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="evaluation batch size (default: the run's validation batch size; lm: 10)"),
     bptt: int = typer.Option(35, "--bptt", help="evaluation segment length"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to evaluate on (default: the run's own)"),
     task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help="a task's own setting (repeatable); see 'essdsl search --help'"),

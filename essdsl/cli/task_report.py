@@ -86,8 +86,18 @@ def comparison(run, task, out, label: str) -> None:
 
 
 def eval_line(result: dict, split: str) -> str:
-    """``test rmse 0.5123  mae 0.4011 ...  (loss 0.0312, 400 samples)`` of ``essdsl eval``."""
-    skip = ("loss", "split", "size", "data")
-    metrics = "  ".join(f"{k} {_value(v)}" for k, v in result.items() if k not in skip and isinstance(v, (int, float)))
-    size = f", {result['size']:,} samples" if result.get("size") is not None else ""
-    return f"{split} {metrics}  (loss {_value(result['loss'])}{size})"
+    """``test rmse 0.5123  mae 0.4011 ...  (loss 0.0312, 400 samples)`` of ``essdsl eval``,
+    then the task's baseline on the same split and, where the task reports metrics per
+    type (``f1/NP``), one more line of them."""
+    skip = ("loss", "split", "size", "data", "baseline")
+    numbers = {k: v for k, v in result.items() if k not in skip and isinstance(v, (int, float))}
+    metrics = "  ".join(f"{k} {_value(v)}" for k, v in numbers.items() if "/" not in k)
+    size = f", {result['size']:,} {result.get('size_unit', 'samples')}" if result.get("size") is not None else ""
+    line = f"{split} {metrics}  (loss {_value(result['loss'])}{size})"
+    baseline = result.get("baseline")
+    if baseline:
+        line += "  baseline: " + baseline["name"] + "".join(f" {k} {_value(v)}" for k, v in baseline.items() if k != "name")
+    per_type = {k: v for k, v in numbers.items() if "/" in k}
+    if per_type:
+        line += "\nper type: " + "  ".join(f"{k} {_value(v)}" for k, v in per_type.items())
+    return line

@@ -32,6 +32,7 @@ from typing import Optional
 
 from essdsl.errors import Diagnostic, error
 from essdsl.lang import ir
+from essdsl.lang.limits import MAX_NODES
 
 GROW_MODES = ("then_prune", "interleaved")
 GROW_UNITS = {"every": ("epochs", "steps"), "plateau": ("epochs",)}
@@ -126,6 +127,10 @@ def _settings(block: ir.GrowBlock, diags: list[Diagnostic]) -> Optional[GrowPlan
         ok = False
     if start is not None and most is not None and start.value >= 1 and most.value < start.value:
         diags.append(error(f"max {most.value} is below start {start.value}: a family only grows", most.value_span, "bad-grow"))
+        ok = False
+    if most is not None and most.value > MAX_NODES:
+        # checked before anything is expanded: "max N" stands for N node statements
+        diags.append(error(f"max {most.value} would grow the family to {most.value} nodes; a cell has at most {MAX_NODES} node statements", most.value_span, "limit"))
         ok = False
     triggers = [given[t] for t in ("every", "plateau") if t in given]
     if len(triggers) > 1:

@@ -93,16 +93,21 @@ def apply_compile_policy(model, requested: Optional[bool], restored: Optional[bo
     report(reason)
     if chosen:
         enable_compile_cache()
-        compile_step(model, mode=compile_mode(True, dev), report=report)
-        # the compiled path compiles the training loss too (evaluation stays eager)
-        task.criterion = compile_loss(task.criterion, report=report)
+        for module in stepped_modules(model):  # the LM itself; a tagger's two cells; a forecaster's one
+            compile_step(module, mode=compile_mode(True, dev), report=report)
+        if hasattr(task, "criterion"):  # the compiled path compiles the training loss too (evaluation stays eager)
+            task.criterion = compile_loss(task.criterion, report=report)
     return chosen
+
+
+def stepped_modules(model) -> list:
+    """The generated modules in ``model`` (itself or its cells) whose time step can be compiled."""
+    return [m for m in model.modules() if hasattr(type(m), "step")]
 
 
 def mark_compiled(model, key: str) -> None:
     """After a compiled run: its variants are in torch's cache now (the next policy estimate uses that)."""
     from essdsl.compile import fast
 
-    info = getattr(model, "_essdsl_compile_info", None)
-    if info is not None and info.variants:
+    if any(getattr(getattr(m, "_essdsl_compile_info", None), "variants", None) for m in stepped_modules(model)):
         fast.mark_compiled(key)

@@ -129,9 +129,12 @@ def arch_health(manifest: dict, arch: dict, arch_start: Optional[dict] = None) -
     }
 
 
-def search_health(manifest: dict, arch: dict, arch_start: Optional[dict], valid_ppl: float, unigram_ppl: Optional[float]) -> dict:
+def search_health(manifest: dict, arch: dict, arch_start: Optional[dict], valid_ppl: float, unigram_ppl: Optional[float],
+                  higher_is_better: bool = False) -> dict:  # fmt: skip
     """:func:`arch_health` plus the comparison with the unigram model and the list of
-    warning codes (``no-learning``, ``near-uniform``, ``collapse``, ``below-unigram``)."""
+    warning codes (``no-learning``, ``near-uniform``, ``collapse``, ``below-unigram``).
+    Another task passes its first metric and baseline instead of the perplexities, and
+    ``higher_is_better`` when that metric grows with quality (a tagger's F1)."""
     health = arch_health(manifest, arch, arch_start)
     warnings = []
     if health["change"] is not None and health["change"] < MIN_CHANGE:
@@ -143,7 +146,8 @@ def search_health(manifest: dict, arch: dict, arch_start: Optional[dict], valid_
         warnings.append("collapse")
     if unigram_ppl is not None:
         health["unigram_ppl"] = round(float(unigram_ppl), 4)
-        health["beats_unigram"] = bool(math.isfinite(valid_ppl) and valid_ppl < unigram_ppl)
+        beats = valid_ppl > unigram_ppl if higher_is_better else valid_ppl < unigram_ppl
+        health["beats_unigram"] = bool(math.isfinite(valid_ppl) and beats)
         if not health["beats_unigram"]:
             warnings.append("below-unigram")
     health["warnings"] = warnings

