@@ -3,14 +3,15 @@
     python bench/forecast_study.py [--datasets lorenz96 macrodata] [--seeds 0 1 2]
         [--search-epochs 3] [--train-epochs 15] [--ninp 16] [--nhid 32]
         [--space fixed=spaces/two_input_rnn.space]
-        [--space grow=spaces/two_input_rnn_grow.space --space grow-interleaved=spaces/two_input_rnn_grow.space:mode=interleaved]
+        [--space grow=spaces/two_input_rnn_grow.space:every=1,max=4 --space grow-interleaved=spaces/two_input_rnn_grow.space:every=1,max=4,mode=interleaved]
         [--out bench/forecast_study.json] [--runs DIR]
 
 Per data set and seed:
 
 * every ``--space LABEL=PATH[:KEY=VALUE,...]`` is searched for ``--search-epochs``
   (``KEY=VALUE`` pairs override the search's settings, e.g. ``epochs=6``;
-  ``mode=interleaved`` rewrites a ``grow`` block's mode in a copy of the space),
+  ``mode=``, ``every=``, ``start=``, ``max=`` rewrite that line of a ``grow`` block in
+  a copy of the space),
   and its derived genotype is trained from scratch for ``--train-epochs``;
 * the ``lstm`` and ``gru`` genotypes (genotypes/*.space) are trained from scratch
   with the same budget (same epochs, batch, learning rate, sizes);
@@ -75,18 +76,24 @@ def _number(text: str):
     return text
 
 
+GROW_KEYS = ("mode", "every", "start", "max")  # lines of a grow block a --space setting may rewrite
+
+
 def space_variant(path: Path, extra: dict, folder: Path) -> tuple[Path, dict]:
-    """``mode=...`` rewrites the space's ``grow`` block's mode (then_prune, interleaved)
-    into a copy in ``folder``; the other settings are the search's."""
+    """``mode=``, ``every=``, ``start=``, ``max=`` rewrite that line of the space's ``grow``
+    block (``mode interleaved``, ``every 1 epochs``, ...) in a copy in ``folder``; the
+    other settings are the search's."""
     extra = dict(extra)
-    mode = extra.pop("mode", None)
-    if mode is None:
+    changes = {k: extra.pop(k) for k in GROW_KEYS if k in extra}
+    if not changes:
         return path, extra
-    text, count = re.subn(r"(?m)^(\s*mode\s+)\w+", lambda m: m.group(1) + str(mode), path.read_text())
-    if count != 1:
-        raise SystemExit(f"{path}: mode={mode} needs exactly one 'mode' line (a grow block), found {count}")
+    text = path.read_text()
+    for key, value in changes.items():
+        text, count = re.subn(rf"(?m)^(\s*{key}\s+)\S+", lambda m: m.group(1) + str(value), text)
+        if count != 1:
+            raise SystemExit(f"{path}: {key}={value} needs exactly one '{key}' line (a grow block), found {count}")
     folder.mkdir(parents=True, exist_ok=True)
-    variant = folder / f"{path.stem}_{mode}.space"
+    variant = folder / (path.stem + "".join(f"_{k}{v}" for k, v in changes.items()) + ".space")
     variant.write_text(text)
     return variant, extra
 
@@ -203,8 +210,10 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", help="folder for the run folders (default: a temporary one)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.space is None:
-        args.space = [f"fixed={ROOT / 'spaces' / 'two_input_rnn.space'}"]
+    if args.space is None:  # the growing rows end at the fixed space's 4 nodes after the same 3 epochs
+        grow = ROOT / "spaces" / "two_input_rnn_grow.space"
+        args.space = [f"fixed={ROOT / 'spaces' / 'two_input_rnn.space'}", f"grow-then-prune={grow}:every=1,max=4",
+                      f"grow-interleaved={grow}:every=1,max=4,mode=interleaved"]  # fmt: skip
     started = time.perf_counter()
     results = run_study(args)
     results["wall_s"] = time.perf_counter() - started

@@ -95,6 +95,11 @@ def test_cli_search_forecast_with_no_data_ends_with_a_table_against_the_baseline
     proc = essdsl_cli("eval", str(tmp_path / "run" / "final"), "--split", "test")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("test rmse ") and "samples)" in proc.stdout
+    proc = essdsl_cli("plot", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "plots" / "forecast.png").exists() and (tmp_path / "run" / "plots" / "arch_s1_combine.png").exists()
+    proc = essdsl_cli("compare", str(tmp_path / "run"), "--json")
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_cli_rejects_a_bad_csv_at_its_line_and_writes_nothing(tmp_path):

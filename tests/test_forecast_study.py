@@ -51,8 +51,9 @@ def test_markdown_table_gives_mean_and_sample_std_sorted_by_rmse(study):
 def test_mode_setting_rewrites_the_grow_block_in_a_copy(study, tmp_path):
     space = tmp_path / "g.space"
     space.write_text("space g\ncell {\n  grow s {\n    start 2\n    mode then_prune\n  }\n}\n")
-    variant, rest = study.space_variant(space, {"mode": "interleaved", "epochs": 4}, tmp_path / "out")
-    assert rest == {"epochs": 4} and "    mode interleaved\n" in variant.read_text()
+    space.write_text(space.read_text().replace("    start 2\n", "    start 2\n    every 2 epochs\n"))
+    variant, rest = study.space_variant(space, {"mode": "interleaved", "every": 1, "epochs": 4}, tmp_path / "out")
+    assert rest == {"epochs": 4} and "    mode interleaved\n" in variant.read_text() and "    every 1 epochs\n" in variant.read_text()
     assert "mode then_prune" in space.read_text()  # the original is untouched
     assert study.space_variant(space, {"epochs": 4}, tmp_path / "out") == (space, {"epochs": 4})
     (tmp_path / "f.space").write_text("space f\ncell {\n}\n")

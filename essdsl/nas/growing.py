@@ -28,6 +28,7 @@ import torch
 from essdsl.lang.graph import CellGraph
 from essdsl.lang.growth import GrowthState, grown_space
 from essdsl.nas.growth import GrowthError, GrowthStep, carry_optimizer_state, graph_for, grow_step, initial_state, plan_of
+from essdsl.tasks.base import arch_key
 
 
 class Grower:
@@ -106,8 +107,8 @@ class Grower:
         self.state, self._graph = grown.state, grown.graph
         self.events.append(event)
         for name, m in grown.maps.items():
-            if m.kind == "new" and ("arch." in name):
-                self.arch_added[name] = grown.model.state_dict()[name].detach().cpu().tolist()
+            if m.kind == "new" and ("arch." in name):  # by manifest key: a head may hold the cell as rnn.arch.*
+                self.arch_added[arch_key(name)] = grown.model.state_dict()[name].detach().cpu().tolist()
         return grown
 
     # -- checkpoints
