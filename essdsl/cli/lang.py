@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from essdsl.errors import Diagnostic, ParseError, Report
+from essdsl.errors import ParseError, Report
 from essdsl.cli import app
 from essdsl.cli.common import fail, parse_sizes, print_report, summary_line
 
@@ -74,16 +74,13 @@ def _load(path: Path, sizes: dict, exit_code: int = 1):
 
 def _read_bytes(path: Path) -> Optional[bytes]:
     """The file's bytes, or None after printing ``path: error: …``."""
+    from essdsl.lang.parse import read_space_bytes
+
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        message = "no such file"
-    except IsADirectoryError:
-        message = "is a directory, not a .space file"
-    except OSError as exc:
-        message = f"cannot read: {exc.strerror or exc}"
-    print_report(Report(str(path), None, [Diagnostic("error", message, code="io")]))
-    return None
+        return read_space_bytes(path)
+    except ParseError as exc:
+        print_report(Report(str(path), None, exc.diagnostics))
+        return None
 
 
 def write_atomically(path: Path, text: str, inputs=()) -> None:
