@@ -68,6 +68,9 @@ def assert_same(generated, reference, vocab=20, T=4, B=3, seed=1, training=True)
 def test_generated_matches_reference_on_shipped_files(path, search):
     graph = load_graph(ROOT / path, sizes=SIZES)
     generated, reference = pair(graph, search)
+    # float64: batchnorm over a batch of 3 followed by Hadamard products (two_input_rnn)
+    # turns float32 rounding of two summation orders into differences of ~3e-5
+    generated.double(), reference.double()
     assert_same(generated, reference)
     if search and graph.kind == "space":
         assert generated.arch_parameters(), "a space compiles to a supernet with arch params"
