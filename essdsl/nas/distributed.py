@@ -354,6 +354,27 @@ def example_slice(count: int, ctx: DistContext) -> slice:
     return slice(start, start + base + (1 if ctx.rank < extra else 0))
 
 
+def example_share(units: Sequence[int], rank: int, world_size: int) -> tuple[slice, float]:
+    """For a task's ``shard_batch``: this process's block of a batch's examples
+    (:func:`example_slice`) and the factor for its mean loss, ``local · N / whole``
+    (what :func:`loss_weights` computes with a collective), where ``units[i]`` counts
+    the terms example ``i`` adds to the batch's mean loss (a sentence's tokens; 1 per
+    forecast window).  Every process holds the whole batch, so no collective is needed.
+
+    A batch with fewer examples than processes is refused: a process with no examples
+    would still have to run every BatchNorm and gradient exchange of the step."""
+    count = len(units)
+    if count < world_size:
+        raise DistributedError(
+            f"a batch of {count} example{'s' if count != 1 else ''} cannot be split between {world_size} processes "
+            "(each needs at least one); the last batch of an epoch holds what is left over: choose --batch-size "
+            "so that it holds at least one example per process, or run on fewer processes"
+        )
+    mine = example_slice(count, DistContext(rank=rank, world_size=world_size))
+    whole = float(sum(units))
+    return mine, float(sum(units[mine])) * world_size / whole
+
+
 def gather_columns(ctx: DistContext, tensors: Sequence[torch.Tensor], dim: int) -> list[torch.Tensor]:
     """Every process's shard of each tensor, concatenated along ``dim`` in rank order
     (e.g. the carried hidden state, so a checkpoint holds the whole batch's)."""
@@ -778,6 +799,7 @@ __all__ = [
     "broadcast_object",
     "broadcast_state",
     "differing_tensors",
+    "example_share",
     "example_slice",
     "gather_columns",
     "gather_objects",
