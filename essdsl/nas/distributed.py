@@ -16,8 +16,10 @@ batch B (same seed), not only similar:
 * **equal shards** — the LM's batchified corpus (rows x B columns) is cut into N
   contiguous column blocks (:func:`shard_slice`); B must be divisible by N, since the
   mean of per-shard mean losses is the global mean only for equal shards.  Examples
-  (tagging, forecasting) may be split unevenly: :func:`loss_weights` rescales each
-  shard's mean loss so that averaging still gives the global mean's gradient;
+  (tagging, forecasting) may be split unevenly: :func:`example_share` (in the task's
+  ``shard_batch``) rescales each shard's mean loss so that averaging still gives the
+  global mean's gradient (their dropout masks are the one-process run's only for
+  equal shards, see :func:`shard_dropout_masks`);
 * **the same random numbers** — every process keeps the one-process random state
   (same seed, same draws in the same order).  Dropout masks with a batch dimension are
   drawn for the whole global batch and each process keeps its columns
