@@ -369,8 +369,8 @@ def example_share(units: Sequence[int], rank: int, world_size: int) -> tuple[sli
     if count < world_size:
         raise DistributedError(
             f"a batch of {count} example{'s' if count != 1 else ''} cannot be split between {world_size} processes "
-            "(each needs at least one); the last batch of an epoch holds what is left over: choose --batch-size "
-            "so that it holds at least one example per process, or run on fewer processes"
+            "(each needs at least one): use a --batch-size of at least the number of processes, one whose last "
+            "batch of an epoch (what is left over) also holds one example per process, or run on fewer processes"
         )
     mine = example_slice(count, DistContext(rank=rank, world_size=world_size))
     whole = float(sum(units))
