@@ -341,7 +341,68 @@ def bilevel64(ctx: D.DistContext) -> dict:
     return out
 
 
-SCENARIOS = {"bilevel64": bilevel64, "search": search, "primitives": primitives_and_batchnorm, "lm": lm, "peer_lost": peer_lost}
+def varied_ner(folder: Path) -> Path:
+    """A tiny CoNLL-2003 folder whose sentences do not all end in the same token: with
+    every column equal at a time step (tests/test_tagging_task.py's data, read
+    backwards), a BatchNorm's variance there is zero and its output is rounding noise
+    divided by sqrt(eps), which no two summation orders reproduce."""
+    people, places, verbs = ["Peter", "Anna", "Maria", "John"], ["Paris", "Rome", "Berlin", "Madrid"], ["visited", "saw", "left"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 40), ("dev", 12), ("test", 8)):
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for i in range(n):
+            lines += [f"{people[i % 4]} NNP I-NP I-PER"] + ([f"{people[(i + 1) % 4]} NNP I-NP B-PER"] if i % 3 == 0 else [])
+            lines += [f"{verbs[i % 3]} VBD I-VP O", f"{places[(i * 3) % 4]} NNP I-NP I-LOC"] + [". . O O" if i % 2 else "! . O O", ""]
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def examples_run(ctx: D.DistContext, task_name: str, run_dir, max_steps: int = 3, batch_size: int = 7) -> dict:
+    """A first-order search through the real Trainer on a task whose shards are blocks
+    of examples (tagging: tiny NER with a CRF, both directions; forecast: Lorenz-96),
+    darts_rnn at nhid 8 with BatchNorm, global batch 7 (uneven shards on 2 ranks: 4
+    and 3) and every dropout off (plain ``nn.Dropout`` masks of the heads are drawn per
+    process, so they cannot equal the one-process run's).  Every step checks bitwise
+    equal architecture weights across ranks."""
+    from essdsl.lang.check import load_graph
+    from essdsl.nas.runconfig import RunConfig
+    from essdsl.nas.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if task_name == "tagging":
+        from essdsl.tasks.tagging import TaggingTask, settings_for
+
+        folder = varied_ner(run_dir / f"ner{ctx.rank}")
+        task = TaggingTask(settings_for("ner", data=str(folder), min_count=1, dropout=0.0, cell_dropout=0.0))
+        graph = load_graph(SPACES / "darts_rnn.space", {"ninp": 8, "nhid": 8})
+    else:
+        from essdsl.tasks.forecast import ForecastTask
+
+        task = ForecastTask.load(data_seed=1, steps=120, variables=4, window=5,
+                                 dropouts=dict(dropout=0.0, dropouth=0.0, dropoutx=0.0, dropouti=0.0, dropoute=0.0))  # fmt: skip
+        graph = load_graph(SPACES / "darts_rnn.space", {"ninp": 8, "nhid": 8})
+    model, manifest, _ = task.build(graph, True, seed=0)
+    cfg = RunConfig(epochs=1, max_steps=max_steps, batch_size=batch_size, eval_batch_size=16, order="first", seed=0, lr=1.0, arch_lr=0.03)
+    trainer = Trainer(model, task, cfg, run_dir / "run", manifest)
+    trace = []
+
+    def on_step(info):
+        arch = {n: p for n, p in trainer.model.named_parameters() if ".arch." in n or n.startswith("arch.")}
+        D.assert_replicas_equal(ctx, arch)  # bitwise, after every step
+        trace.append({"step": info.step, "loss": info.loss, "arch": {n: p.detach().flatten().tolist() for n, p in arch.items()}})
+
+    trainer.on_step = on_step
+    history = trainer.run()
+    return {"trace": trace, "valid_loss": history[0]["valid_loss"]}
+
+
+def examples(ctx: D.DistContext) -> dict:
+    """DIST_TASK (tagging | forecast): :func:`examples_run` in OUTDIR."""
+    return examples_run(ctx, os.environ["DIST_TASK"], Path(sys.argv[2]))
+
+
+SCENARIOS = {"bilevel64": bilevel64, "search": search, "primitives": primitives_and_batchnorm, "lm": lm, "peer_lost": peer_lost, "examples": examples}
 
 
 def main() -> None:

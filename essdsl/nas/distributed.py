@@ -16,8 +16,10 @@ batch B (same seed), not only similar:
 * **equal shards** — the LM's batchified corpus (rows x B columns) is cut into N
   contiguous column blocks (:func:`shard_slice`); B must be divisible by N, since the
   mean of per-shard mean losses is the global mean only for equal shards.  Examples
-  (tagging, forecasting) may be split unevenly: :func:`loss_weights` rescales each
-  shard's mean loss so that averaging still gives the global mean's gradient;
+  (tagging, forecasting) may be split unevenly: :func:`example_share` (in the task's
+  ``shard_batch``) rescales each shard's mean loss so that averaging still gives the
+  global mean's gradient (their dropout masks are the one-process run's only for
+  equal shards, see :func:`shard_dropout_masks`);
 * **the same random numbers** — every process keeps the one-process random state
   (same seed, same draws in the same order).  Dropout masks with a batch dimension are
   drawn for the whole global batch and each process keeps its columns
@@ -352,6 +354,27 @@ def example_slice(count: int, ctx: DistContext) -> slice:
     base, extra = divmod(count, ctx.world_size)
     start = ctx.rank * base + min(ctx.rank, extra)
     return slice(start, start + base + (1 if ctx.rank < extra else 0))
+
+
+def example_share(units: Sequence[int], rank: int, world_size: int) -> tuple[slice, float]:
+    """For a task's ``shard_batch``: this process's block of a batch's examples
+    (:func:`example_slice`) and the factor for its mean loss, ``local · N / whole``
+    (what :func:`loss_weights` computes with a collective), where ``units[i]`` counts
+    the terms example ``i`` adds to the batch's mean loss (a sentence's tokens; 1 per
+    forecast window).  Every process holds the whole batch, so no collective is needed.
+
+    A batch with fewer examples than processes is refused: a process with no examples
+    would still have to run every BatchNorm and gradient exchange of the step."""
+    count = len(units)
+    if count < world_size:
+        raise DistributedError(
+            f"a batch of {count} example{'s' if count != 1 else ''} cannot be split between {world_size} processes "
+            "(each needs at least one): use a --batch-size of at least the number of processes, one whose last "
+            "batch of an epoch (what is left over) also holds one example per process, or run on fewer processes"
+        )
+    mine = example_slice(count, DistContext(rank=rank, world_size=world_size))
+    whole = float(sum(units))
+    return mine, float(sum(units[mine])) * world_size / whole
 
 
 def gather_columns(ctx: DistContext, tensors: Sequence[torch.Tensor], dim: int) -> list[torch.Tensor]:
@@ -778,6 +801,7 @@ __all__ = [
     "broadcast_object",
     "broadcast_state",
     "differing_tensors",
+    "example_share",
     "example_slice",
     "gather_columns",
     "gather_objects",

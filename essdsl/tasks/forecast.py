@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from essdsl.errors import EssdslError
+from essdsl.nas.distributed import example_share
 from essdsl.tasks.base import Batch, Metric
 from essdsl.tasks.forecast_baselines import baseline_table, persistence
 from essdsl.tasks.forecast_data import Windows, log_differences, lorenz96, make_windows, read_csv
@@ -265,7 +266,18 @@ class ForecastTask:
     # -- loss and metrics
     def loss(self, model: torch.nn.Module, batch: Batch, carry):
         windows, targets = batch.inputs
-        return torch.mean((model(windows) - targets) ** 2), None
+        # loss_weight: a shard's share of the whole batch's samples (see shard_batch)
+        return torch.mean((model(windows) - targets) ** 2) * batch.extra.get("loss_weight", 1.0), None
+
+    def shard_batch(self, batch: Batch, rank: int, world_size: int) -> Batch:
+        """This process's contiguous block of the batch's samples (data-parallel runs).
+        Every sample adds the same number of terms to the mean squared error, so the
+        shard's mean is weighted by its share of the samples."""
+        windows, targets = batch.inputs
+        mine, weight = example_share([1] * len(windows), rank, world_size)
+        part = targets[mine]
+        return Batch(inputs=(windows[mine], part), size=batch.size, lr_scale=batch.lr_scale, fresh=batch.fresh,
+                     extra={**batch.extra, "local_size": part.numel(), "loss_weight": weight})  # fmt: skip
 
     @torch.no_grad()
     def predict(self, model: torch.nn.Module, split: str, batch_size: int = 256) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from essdsl.nas.distributed import example_share
 from essdsl.tasks.base import Batch, Metric
 from essdsl.tasks.corpus import DataError
 from essdsl.tasks.tagging_data import (
@@ -386,7 +387,17 @@ class TaggingTask:
 
     # ------------------------------------------------------------ loss, metrics
     def loss(self, model: Tagger, batch: Batch, carry: Any) -> tuple[torch.Tensor, Any]:
-        return model.loss(batch.inputs), None
+        # loss_weight: a shard's share of the whole batch's tokens (see shard_batch)
+        return model.loss(batch.inputs) * batch.extra.get("loss_weight", 1.0), None
+
+    def shard_batch(self, batch: Batch, rank: int, world_size: int) -> Batch:
+        """This process's contiguous block of the batch's sentences (data-parallel runs).
+        The loss is a mean per token, so the shard's mean is weighted by its share of the
+        batch's tokens: averaging the processes' gradients gives the whole batch's."""
+        mine, weight = example_share(batch.inputs.lengths.tolist(), rank, world_size)
+        part = batch.inputs.columns(mine)
+        return Batch(part, size=batch.size, lr_scale=batch.lr_scale, fresh=batch.fresh,
+                     extra={**batch.extra, "local_size": int(part.lengths.sum()), "loss_weight": weight})  # fmt: skip
 
     @torch.no_grad()
     def predict(self, model: Tagger, split: str, batch_size: int = 64) -> tuple[list[list[str]], float]:

@@ -78,6 +78,13 @@ class TagBatch:
         T = self.words.shape[0]
         return torch.arange(T, device=self.words.device).unsqueeze(1) < self.lengths.unsqueeze(0)
 
+    def columns(self, which: slice) -> "TagBatch":
+        """The sentences ``which`` (columns); the padded length stays the batch's, so a
+        BatchNorm over all processes sees the one-process run's time steps."""
+        cut = lambda t: None if t is None else t[:, which]  # noqa: E731
+        return TagBatch(cut(self.words), [cut(f) for f in self.features], cut(self.chars), cut(self.tags),
+                        self.lengths[which], self.index[which])  # fmt: skip
+
     def to(self, device) -> "TagBatch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TagBatch(
