@@ -28,7 +28,21 @@ def test_registry_makes_the_lm_and_checks_options():
         tasks.parse_options("lm", ["synthetic_tokens"])
     with pytest.raises(tasks.TaskError, match="expects int, got 'lots'"):
         tasks.parse_options("lm", ["synthetic-tokens=lots"])
-    assert "synthetic_tokens (int, default None)" in tasks.options_help()
+
+
+def test_tasks_command_lists_every_task_and_its_options():
+    from typer.testing import CliRunner
+
+    from essdsl.cli import app
+
+    listed = CliRunner().invoke(app, ["tasks"])
+    assert listed.exit_code == 0, listed.output
+    for name in tasks.TASKS:
+        assert f"\n{name}: " in "\n" + listed.output
+    assert "  synthetic_tokens=INT  training tokens of the built-in corpus" in listed.output
+    assert "macrodata: " in listed.output and "(fixes columns=realgdp,realcons,realinv" in listed.output
+    one = CliRunner().invoke(app, ["tasks", "lm"])
+    assert one.exit_code == 0 and one.output.startswith("lm: ") and "forecast" not in one.output
 
 
 def test_a_preset_is_a_registered_name_with_options_fixed():

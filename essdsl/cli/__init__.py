@@ -53,6 +53,7 @@ except ImportError as exc:  # pragma: no cover
     if "essdsl.cli.run" not in str(exc) and "cannot import name 'run'" not in str(exc):
         raise
 from essdsl.cli import study  # noqa: E402,F401  (registers sample, study run/report)
+from essdsl.cli import tasks  # noqa: E402,F401  (essdsl tasks: the registry, no torch)
 
 
 def error_message(exc) -> str:

@@ -24,7 +24,6 @@ from essdsl.api import Observer, Run
 from essdsl.cli import app, parallel, task_report
 from essdsl.nas.runconfig import Interrupted
 from essdsl.options import check_options
-from essdsl.tasks import options_help
 
 
 def _quote(value) -> str:
@@ -281,7 +280,7 @@ def _final_summary(corpus, search_record: dict, final_record: dict, epochs: int,
 def search(
     space_or_artifact: str = typer.Argument(..., metavar="SPACE_OR_ARTIFACT", help="a .space file, or a compiled artifact build/<name>.pt (with build/<name>.manifest.json beside it)"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own). Each task has its own default sizes and recipe: lm's are given below; chunking, ner, tagging: ninp = nhid = 64, 10 epochs (a search 3), batch 32, SGD lr 10, clip 5, dropout 0.33 (cell 0.1)"),
-    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help=f"a task's own setting (repeatable). {options_help()}"),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help="a task's own setting (repeatable); 'essdsl tasks' lists every task's options"),
     data: Optional[str] = typer.Option(None, "--data", help="the task's data: lm, a folder with train.txt/valid.txt/test.txt (PTB format; default: the built-in synthetic corpus); chunking/ner/tagging, a CoNLL folder; forecast, a CSV file"),
     ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 300 with --data, 32 on the synthetic corpus)"),
     nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 300 with --data, 32 on the synthetic corpus)"),
@@ -355,7 +354,7 @@ def derive(
 def train(
     genotype: str = typer.Argument(..., metavar="GENOTYPE", help="a genotype .space file (no choices left)"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to run (default lm: language modelling; a resumed run keeps its own). Each task has its own default sizes and recipe: lm's are given below; chunking, ner, tagging: ninp = nhid = 64, 10 epochs (a search 3), batch 32, SGD lr 10, clip 5, dropout 0.33 (cell 0.1)"),
-    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help=f"a task's own setting (repeatable). {options_help()}"),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help="a task's own setting (repeatable); 'essdsl tasks' lists every task's options"),
     data: Optional[str] = typer.Option(None, "--data", help="the task's data: lm, a folder with train.txt/valid.txt/test.txt (default: the built-in synthetic corpus); chunking/ner/tagging, a CoNLL folder; forecast, a CSV file"),
     ninp: Optional[int] = typer.Option(None, "--ninp", help="embedding size (default 850 with --data, 32 synthetic)"),
     nhid: Optional[int] = typer.Option(None, "--nhid", help="hidden size (default 850 with --data, 32 synthetic)"),
@@ -403,9 +402,9 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="evaluation batch size (default: the run's validation batch size; lm: 10)"),
     bptt: int = typer.Option(35, "--bptt", help="evaluation segment length"),
     task: Optional[str] = typer.Option(None, "--task", help="the task to evaluate on (default: the run's own)"),
-    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help="a task's own setting (repeatable); see 'essdsl search --help'"),
+    task_option: Optional[list[str]] = typer.Option(None, "--task-option", metavar="KEY=VALUE", help="a task's own setting (repeatable); 'essdsl tasks' lists every task's options"),
 ) -> None:
-    """Print the perplexity of a trained model on the valid or test split."""
+    """Print the metrics of a trained model on the valid or test split (lm: perplexity; tagging: span F1; forecast: RMSE, MAE, RSE, CORR)."""
     check_options(locals())
     result = api.evaluate(checkpoint, split, task=task, device=device, batch_size=batch_size, bptt=bptt,
                           task_options=_task_options(task, task_option), data=data)  # fmt: skip

@@ -135,15 +135,6 @@ def defaults(name: str, kind: str, options: Optional[dict] = None) -> dict:
     return _load(spec.defaults)(kind, values)
 
 
-def options_help() -> str:
-    """Every registered task and its options, for ``--help``."""
-    parts = []
-    for spec in TASKS.values():
-        opts = "; ".join(f"{o.name} ({getattr(o.type, '__name__', 'value')}, default {o.default}): {o.help}" for o in spec.options if o.name not in spec.preset)
-        parts.append(f"{spec.name}: {opts or 'no options'}")
-    return " | ".join(parts)
-
-
 def _optional_int(text: str) -> Optional[int]:
     return None if text.lower() in ("", "none") else int(text)
 
