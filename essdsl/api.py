@@ -675,6 +675,21 @@ def compare(run_dirs: list) -> dict:
     return {"runs": rows, "diffs": diffs, "notes": notes, "genotypes_differ": any(d["edits"] for d in diffs)}
 
 
+def baseline_comparison(run: Union[PathLike, Run], task, label: str = "trained genotype") -> Optional[str]:
+    """The table a finished run of a task with baselines ends with (forecast: the trained
+    model's test metrics and parameters next to persistence and the VAR); None for a
+    task without such a table."""
+    if not hasattr(task, "comparison"):
+        return None
+    from essdsl.lang.check import load_graph
+
+    run = run if isinstance(run, Run) else Run(run)
+    scores = evaluate(run, split="test")
+    model = task.build_model(load_graph(run.genotype_path, sizes=run.manifest["sizes"]), False, 0)
+    scores["params"] = sum(p.numel() for p in model.parameters())
+    return task.comparison({label: scores}, "test")
+
+
 def plot(run: Union[PathLike, Run], out: Optional[PathLike] = None) -> list[Path]:
     """PNG plots of a run (perplexities, every architecture weight over epochs); the paths written."""
     from essdsl.nas.plot import plot_run
@@ -683,6 +698,7 @@ def plot(run: Union[PathLike, Run], out: Optional[PathLike] = None) -> list[Path
 
 
 __all__ = [
+    "baseline_comparison",
     "export",
     "EssdslError", "Genotype", "Observer", "Run", "Space", "compare", "compile_space", "derive", "evaluate",
     "load_space", "plot", "search", "train", "trainer",

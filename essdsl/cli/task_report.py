@@ -71,18 +71,13 @@ def report_health(record: Optional[dict], task, out) -> None:
 
 
 def comparison(run, task, out, label: str) -> None:
-    """The trained model of ``run`` (its best epoch) next to the task's baselines on the
-    test split, when the task makes such a table (``task.comparison``)."""
-    if not hasattr(task, "comparison"):
-        return
+    """The trained model of ``run`` next to the task's baselines on the test split, when
+    the task makes such a table."""
     from essdsl import api
-    from essdsl.lang.check import load_graph
 
-    scores = api.evaluate(run, split="test")
-    manifest = run.manifest
-    model = task.build_model(load_graph(run.genotype_path, sizes=manifest["sizes"]), False, 0)
-    scores["params"] = sum(p.numel() for p in model.parameters())
-    out.print(task.comparison({label: scores}, "test"), markup=False, highlight=False)
+    table = api.baseline_comparison(run, task, label)
+    if table is not None:
+        out.print(table, markup=False, highlight=False)
 
 
 def eval_line(result: dict, split: str) -> str:

@@ -100,11 +100,8 @@ class _ReferenceCellParts(nn.Module):
     def weight_parameters(self) -> List[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
 
-    def _hidden_like(self) -> Tensor:
-        raise NotImplementedError
-
     def init_hidden(self, batch_size: int) -> List[Tensor]:
-        like = self._hidden_like()
+        like = self._hidden_like()  # each model says which tensor gives device and dtype
         return [like.new_zeros(slot.depth, batch_size, slot.dim) for slot in self.slots]
 
     # ------------------------------------------------------------ arch weights
