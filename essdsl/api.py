@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, Optional, Union
 from essdsl.errors import EssdslError
 from essdsl.files import check_run_folder
 from essdsl.nas import runs
+from essdsl.nas.export import export_artifact as export  # what `essdsl compile` does
 from essdsl.nas.runconfig import Diverged, Interrupted, RunConfig, RunError, SettingError, check_settings
 
 PathLike = Union[str, Path]
@@ -99,16 +100,6 @@ def compile_space(space: Union[PathLike, Space], sizes: Optional[dict] = None, v
     config = ModelConfig(vocab=vocab, search=search)
     model = build_model(graph, config, impl=impl)
     return model, build_manifest(graph, config, model, source_text=space.text)
-
-
-def export(space_file: PathLike, sizes: Optional[dict] = None, **settings):
-    """Write ``space_file`` compiled as a TorchScript artifact plus its manifest (what
-    ``essdsl compile`` does): ``target="lm"`` (tokens -> logits) or ``"cell"`` (the cell
-    alone), ``weights=`` a run's checkpoint to export trained; see
-    :func:`essdsl.nas.export.export_artifact` for every setting.  Returns what was written."""
-    from essdsl.nas.export import export_artifact
-
-    return export_artifact(Path(space_file), dict(sizes or {}), **settings)
 
 
 # ----------------------------------------------------------------- runs

@@ -61,12 +61,13 @@ def trained_weights(space_file: Path, checkpoint: Path, sizes: dict) -> dict:
     return {"sizes": run_sizes, "model_config": model_config, "state": state.get("best_model") or state["model"]}
 
 
-def export_artifact(space_file: Path, sizes: dict, *, vocab: int = 10000, target: str = "lm", impl: str = "generated",
+def export_artifact(space_file: Path, sizes: Optional[dict] = None, *, vocab: int = 10000, target: str = "lm", impl: str = "generated",
                     discrete: bool = False, weights: Optional[Path] = None, output: Optional[Path] = None,
                     emit_python: bool = False, report=None) -> Exported:  # fmt: skip
     """Compile ``space_file`` at ``sizes`` for ``target`` and write it (or only generate
     its source when ``emit_python``).  ``report(Report)`` receives the checker's report
     before anything is built; a space with errors raises its SpaceError."""
+    space_file, sizes = Path(space_file), dict(sizes or {})
     if impl not in IMPLEMENTATIONS:
         raise SettingError("impl", "{setting} must be 'generated' or 'reference', got {value!r}", value=impl)
     if target not in TARGETS:
